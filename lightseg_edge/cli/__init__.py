@@ -1,0 +1,1 @@
+"""Console entry points (``lightseg-*``); each module's ``main(argv) -> int``."""

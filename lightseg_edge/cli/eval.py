@@ -1,0 +1,96 @@
+"""lightseg-eval: every metric of a model on a dataset split, with overlays of the best and worst cases."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+from typing import List, Optional
+
+from ._common import default_data_dir, run_cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightseg-eval", description=__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--weights", help="trainer checkpoint or .safetensors (default: the shipped pretrained weights)")
+    p.add_argument("--data", default=default_data_dir(), help="dataset root (layout auto-detected)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--img-size", type=int, help="square network input size (default: the model's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--out", help="write metrics.json, per_image.csv and overlays/ here")
+    p.add_argument("--overlays", type=int, default=0, metavar="K", help="save overlays of the K best and K worst cases")
+    p.add_argument("--threads", type=int)
+    return p
+
+
+def _run(argv: List[str]) -> int:
+    args = _parser().parse_args(argv)
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..data.dataset import SegmentationDataset, subset
+    from ..data.layouts import list_samples
+    from ..data.overlay import draw_contours
+    from ..errors import DataError
+    from ..models import create_model, get_model_config
+    from ..models._weights import pretrained_path, sha256_file
+    from ..train.metrics import MetricAccumulator
+    from ..train.trainer import predict_masks
+
+    if not args.data:
+        raise DataError("no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pre = get_model_config(args.model).preprocess
+    if args.img_size:
+        pre = type(pre)(size=(args.img_size, args.img_size), mode=pre.mode, mean=pre.mean, std=pre.std)
+    weights = Path(args.weights) if args.weights else pretrained_path(args.model)
+    model = create_model(args.model, checkpoint=weights).eval()
+    samples = subset(list_samples(args.data, args.split), args.max_images)
+    ds = SegmentationDataset(samples, pre)
+    acc = MetricAccumulator()
+    preds = []
+    for pred, gt in predict_masks(model, DataLoader(ds, batch_size=args.batch_size), args.threshold):
+        acc.update(pred, gt)
+        preds.append(pred)
+    metrics = acc.compute()
+    report = {"model": args.model, "weights": str(weights), "weights_sha256": sha256_file(weights), "data": str(args.data),
+              "split": args.split, "threshold": args.threshold, "resolution": list(pre.size), "metrics": metrics}
+    print(f"{args.model} on {args.split} ({metrics['images']} images, {pre.size[0]}x{pre.size[1]}):")
+    for k in ("mdice", "miou", "dice_star", "iou_star", "accuracy", "sensitivity", "specificity", "fwiou"):
+        print(f"  {k:12s} {metrics[k]:.4f}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2))
+        os.replace(tmp, out / "metrics.json")
+        rows = sorted(zip(acc.per_image_dice, acc.per_image_iou, range(len(samples))))
+        with open(out / ".per_image.csv.tmp", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["case_id", "dice", "iou"])
+            w.writerows((samples[i].case_id, f"{d:.4f}", f"{j:.4f}") for d, j, i in sorted(rows, key=lambda r: r[2]))
+        os.replace(out / ".per_image.csv.tmp", out / "per_image.csv")
+        if args.overlays:
+            from ..data.io import write_png_atomic
+
+            (out / "overlays").mkdir(exist_ok=True)
+            chosen = [("worst", r) for r in rows[: args.overlays]] + [("best", r) for r in rows[-args.overlays:]]
+            for tag, (d, _, i) in chosen:
+                img = draw_contours(ds.images[i], preds[i], ds.masks[i])
+                write_png_atomic(out / "overlays" / f"{tag}_{samples[i].case_id}_dice{d:.3f}.png", img)
+        print(f"wrote {out / 'metrics.json'}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(_run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

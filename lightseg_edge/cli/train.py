@@ -1,0 +1,54 @@
+"""lightseg-train: train a zoo model on an ISIC/PH2/folder dataset, resumable, best checkpoint on val."""
+
+from __future__ import annotations
+
+import argparse
+from typing import List, Optional
+
+from ._common import default_data_dir, run_cli
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightseg-train", description=__doc__)
+    p.add_argument("--model", required=True, help="registry name (see lightseg_edge.list_models())")
+    p.add_argument("--data", default=default_data_dir(), help="dataset root (layout auto-detected; split.csv honoured)")
+    p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
+    p.add_argument("--epochs", type=int, help="default: the paper recipe's")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--img-size", type=int, help="square input size (multiple of the model stride)")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--patience", type=int, default=30, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--max-train-images", type=int, help="use only the first N training images (quick runs)")
+    p.add_argument("--max-val-images", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _run(argv: List[str]) -> int:
+    args = _parser().parse_args(argv)
+    from ..errors import DataError
+    from ..train.trainer import TrainConfig, train
+
+    if not args.data:
+        raise DataError("no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
+    cfg = TrainConfig(
+        model=args.model, data=args.data, out=args.out or f"runs/{args.model}", epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, img_size=args.img_size, workers=args.workers, seed=args.seed, patience=args.patience,
+        max_train_images=args.max_train_images, max_val_images=args.max_val_images, threads=args.threads,
+        resume=args.resume, progress=not args.no_progress,
+    )
+    res = train(cfg)
+    print(f"best val mDice {res.best_val.get('mdice', float('nan')):.4f} at epoch {res.best_epoch}; checkpoint {res.best_checkpoint}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(_run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""The contract every zoo model follows."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError
+from ._cfg import ModelConfig
+
+
+class SegModel(nn.Module):
+    """``forward(x)`` returns (N, 1, H, W) logits. ``forward_train(x)`` returns (logits, stage outputs) for models
+    with deep supervision (an empty list otherwise). No sigmoid anywhere inside."""
+
+    cfg: ModelConfig
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def check_input(self, x: torch.Tensor) -> None:
+        # Skipped while tracing for export: shape checks on symbolic sizes would be baked in as constants.
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise InvalidInputError(f"{self.name}: expected input (N, 3, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        s = self.cfg.stride
+        if h % s or w % s:
+            raise InvalidInputError(
+                f"{self.name}: input {h}x{w} is not a multiple of {s}; use sizes such as "
+                f"{max(s, h // s * s)}x{max(s, w // s * s)} or {(h // s + 1) * s}x{(w // s + 1) * s}"
+            )
+
+    def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        return self(x), []
+
+    def deploy(self) -> "SegModel":
+        """The export form: eval mode, numerically equal to the training form. Models override to rewrite ops."""
+        return self.eval()

@@ -1,0 +1,36 @@
+"""Per-model training defaults, taken from each paper's released training script (see shared/specs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Recipe:
+    loss: str
+    group_weights: Optional[Tuple[float, ...]] = None  # deep supervision weights, deepest stage first
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 8
+    epochs: int = 300
+    t_max: int = 50  # CosineAnnealingLR period in epochs (capped at the run's epochs)
+    min_lr: float = 1e-5
+    source: str = ""
+
+
+_DS = (0.1, 0.2, 0.3, 0.4, 0.5)
+RECIPES = {
+    "ucmnet": Recipe("bce_squared_dice", _DS, source="chunyuyuan/UCM-Net@de98f42 train_newdata.py, losses.py GT_BceDiceLoss_new1"),
+    "egeunet": Recipe("bce_dice", _DS, source="JCruan519/EGE-UNet configs/config_setting.py (GT_BceDiceLoss)"),
+    "malunet": Recipe("bce_dice", source="JCruan519/MALUNet configs/config_setting.py (BceDiceLoss)"),
+    "unext_s": Recipe("unext_bce_dice", optimizer="adam", weight_decay=1e-4, batch_size=16, epochs=100, t_max=100, source="jeya-maria-jose/UNeXt-pytorch train.py"),
+    "lmsaunet": Recipe("bce_iou", epochs=200, t_max=200, source="LMSAUnet paper: 0.25 BCE + 0.75 IoU, AdamW, lr 1e-3"),
+    "lmsaunet_n32": Recipe("bce_iou", epochs=200, t_max=200, source="LMSAUnet paper: 0.25 BCE + 0.75 IoU, AdamW, lr 1e-3"),
+    "unet": Recipe("bce_dice", source="BCE + Dice, AdamW (the UCM-Net comparison setting)"),
+}
+
+
+def recipe_for(model: str) -> Recipe:
+    return RECIPES.get(model, Recipe("bce_dice", source="default: BCE + Dice, AdamW"))

@@ -1,0 +1,216 @@
+"""The fit loop: AdamW/Adam + cosine schedule, per-epoch validation, best-on-val selection, resumable."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.dataset import SegmentationDataset, subset
+from ..data.layouts import list_samples
+from ..errors import CheckpointError, LightsegError
+from ..models import create_model, get_model_config
+from ..types import PreprocessConfig
+from .checkpoint import load_checkpoint, save_checkpoint
+from .losses import LOSSES, group_loss
+from .metrics import MetricAccumulator
+from .recipes import recipe_for
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str
+    data: str
+    out: str
+    epochs: Optional[int] = None  # None: the recipe's
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    img_size: Optional[int] = None
+    workers: int = 0
+    seed: int = 42
+    patience: int = 30  # epochs without a better val mDice before stopping; 0 disables
+    max_train_images: Optional[int] = None
+    max_val_images: Optional[int] = None
+    threads: Optional[int] = None
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_epoch: int
+    best_val: Dict[str, float]
+    epochs_run: int
+    stopped_early: bool
+    best_checkpoint: Path
+    out: Path
+
+
+def _resolved(cfg: TrainConfig) -> TrainConfig:
+    r = recipe_for(cfg.model)
+    return replace(cfg, epochs=cfg.epochs or r.epochs, batch_size=cfg.batch_size or r.batch_size, lr=cfg.lr or r.lr)
+
+
+def _preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
+    pre = get_model_config(cfg.model).preprocess
+    return replace(pre, size=(cfg.img_size, cfg.img_size)) if cfg.img_size else pre
+
+
+@torch.no_grad()
+def predict_masks(model, loader, threshold: float = 0.5):
+    """Yield (predicted mask, ground truth) pairs at the network's resolution, thresholding sigmoid >= 0.5."""
+    model.eval()
+    for x, y in loader:
+        pred = (torch.sigmoid(model(x)) >= threshold).numpy()[:, 0]
+        yield from zip(pred, y.numpy()[:, 0] > 0.5)
+
+
+def evaluate_model(model, loader, threshold: float = 0.5) -> Dict[str, float]:
+    """Metrics at the network's resolution, as the papers evaluate."""
+    acc = MetricAccumulator()
+    for p, g in predict_masks(model, loader, threshold):
+        acc.update(p, g)
+    return acc.compute()
+
+
+def _optimizer(name: str, params, lr: float, wd: float):
+    return (torch.optim.Adam if name == "adam" else torch.optim.AdamW)(params, lr=lr, weight_decay=wd)
+
+
+def _write_logs(out: Path, history: List[dict]) -> None:
+    tmp = out / ".log.json.tmp"
+    tmp.write_text(json.dumps(history, indent=1))
+    os.replace(tmp, out / "log.json")
+    keys = list(history[0])
+    with open(out / ".log.csv.tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, keys)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(out / ".log.csv.tmp", out / "log.csv")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    ep = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    ax[0].plot(ep, [h["train_loss"] for h in history], label="train loss")
+    ax[0].set_xlabel("epoch"), ax[0].legend()
+    ax[1].plot(ep, [h["train_dice"] for h in history], label="train Dice")
+    ax[1].plot(ep, [h["val_mdice"] for h in history], label="val mDice")
+    ax[1].plot(ep, [h["val_miou"] for h in history], label="val mIoU")
+    ax[1].set_xlabel("epoch"), ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / ".curves.png.tmp.png")
+    plt.close(fig)
+    os.replace(out / ".curves.png.tmp.png", out / "curves.png")
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    cfg = _resolved(cfg)
+    recipe = recipe_for(cfg.model)
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LightsegError(f"{out}: cannot create output folder ({exc.strerror})") from exc
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    pre = _preprocess_for(cfg)
+    train_ds = SegmentationDataset(subset(list_samples(cfg.data, "train"), cfg.max_train_images), pre, augment=True, seed=cfg.seed, progress=cfg.progress)
+    val_ds = SegmentationDataset(subset(list_samples(cfg.data, "val"), cfg.max_val_images), pre, augment=False, progress=cfg.progress)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, generator=gen)
+    val_dl = DataLoader(val_ds, batch_size=16, num_workers=cfg.workers)
+
+    model = create_model(cfg.model)
+    opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
+    base_loss = LOSSES[recipe.loss]
+
+    start, history, best = 0, [], {"epoch": -1, "mdice": -1.0}
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if cfg.resume and last_path.is_file():
+        ck = load_checkpoint(last_path)
+        if ck["config"]["model"] != cfg.model:
+            raise CheckpointError(f"{last_path}: checkpoint is for model {ck['config']['model']!r}, not {cfg.model!r}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        torch.set_rng_state(ck["torch_rng"])
+        gen.set_state(ck["loader_rng"])
+        start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
+        t_max = min(recipe.t_max, cfg.epochs)
+        if sched.T_max != t_max:
+            # --epochs changed on resume: continue on the new cosine from the closed-form LR at this epoch
+            print(f"schedule: T_max {sched.T_max} -> {t_max} epochs from epoch {start}")
+            sched.T_max = t_max
+            for group, lr in zip(opt.param_groups, sched._get_closed_form_lr()):
+                group["lr"] = lr
+        print(f"resumed from {last_path} at epoch {start} (best val mDice {best['mdice']:.4f} at epoch {best['epoch'] + 1})")
+
+    meta = {"config": {k: v for k, v in asdict(cfg).items() if v is not None}, "preprocess": pre.to_dict(), "recipe": asdict(recipe)}
+    stopped_early = False
+    t_run = time.perf_counter()
+    for epoch in range(start, cfg.epochs):
+        if cfg.patience and epoch - best["epoch"] > cfg.patience and best["epoch"] >= 0:
+            stopped_early = True
+            print(f"early stop: no better val mDice for {cfg.patience} epochs")
+            break
+        model.train()
+        train_ds.set_epoch(epoch)
+        t0 = time.perf_counter()
+        losses, dices = [], []
+        it = train_dl
+        if cfg.progress:
+            from tqdm import tqdm
+
+            it = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        for x, y in it:
+            final, stages = model.forward_train(x)
+            loss = group_loss(base_loss, final, stages, y, recipe.group_weights) if recipe.group_weights and stages else base_loss(final, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                p = (final >= 0).float()
+                d = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+            losses.append(loss.item())
+            dices.append(float(d))
+            if cfg.progress:
+                it.set_postfix(loss=f"{np.mean(losses):.4f}", dice=f"{np.mean(dices):.4f}")
+        if not math.isfinite(np.mean(losses)):
+            raise LightsegError(f"training diverged at epoch {epoch + 1} (loss {np.mean(losses)}); lower --lr")
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        val = evaluate_model(model, val_dl)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)), "train_dice": float(np.mean(dices)),
+               "val_mdice": val["mdice"], "val_miou": val["miou"], "val_dice_star": val["dice_star"], "seconds": round(time.perf_counter() - t0, 1)}
+        history.append(row)
+        improved = val["mdice"] > best["mdice"]
+        if improved:
+            best = {"epoch": epoch, "mdice": val["mdice"], "val": val}
+            save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch, "val": val, **meta})
+        save_checkpoint(last_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                    "torch_rng": torch.get_rng_state(), "loader_rng": gen.get_state(), "epoch": epoch,
+                                    "history": history, "best": best, **meta})
+        _write_logs(out, history)
+        done = epoch + 1 - start
+        eta = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
+        print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train Dice {row['train_dice']:.4f}  "
+              f"val mDice {val['mdice']:.4f}  val mIoU {val['miou']:.4f}  lr {lr:.2e}  {row['seconds']:.0f}s  "
+              f"{'*best*  ' if improved else ''}ETA {eta / 60:.0f} min", flush=True)
+    return TrainResult(best["epoch"] + 1, best.get("val", {}), len(history), stopped_early, best_path, out)

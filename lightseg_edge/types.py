@@ -1,0 +1,86 @@
+"""Small value types shared by every layer. Plain Python: importable without numpy, torch or onnx."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Optional, Tuple
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class Runtime(str, Enum):
+    PYTORCH = "pytorch"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+# Normalisation modes, by what the paper's released pipeline feeds its network.
+NORMALIZE_MODES = ("minmax", "scale", "meanstd", "raw")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an RGB uint8 image becomes the network input. Shared by training, calibration and every runtime.
+
+    ``mode``:
+      - ``minmax``: per-image min-max over all channels jointly to [0, 1] (UCM-Net's released pipeline);
+      - ``scale``: divide by 255;
+      - ``meanstd``: divide by 255, then subtract ``mean`` and divide by ``std`` per channel;
+      - ``raw``: float 0..255 (EGE-UNet / MALUNet release).
+    """
+
+    size: Tuple[int, int] = (256, 256)  # (height, width)
+    mode: str = "minmax"
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.mode not in NORMALIZE_MODES:
+            raise ValueError(f"unknown normalisation mode {self.mode!r}; expected one of {NORMALIZE_MODES}")
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "mode": self.mode, "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessConfig":
+        return cls(size=tuple(d["size"]), mode=d["mode"], mean=tuple(d.get("mean", cls.mean)), std=tuple(d.get("std", cls.std)))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The single input tensor of an exported model. ``None`` in ``shape`` marks a dynamic dimension."""
+
+    name: str = "input"
+    shape: Tuple[Optional[int], ...] = (1, 3, 256, 256)
+    dtype: str = "float32"
+    output_name: str = "logits"
+
+    @property
+    def hw(self) -> Tuple[int, int]:
+        return (int(self.shape[2]), int(self.shape[3]))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputSpec":
+        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d.get("dtype", "float32"), output_name=d.get("output_name", "logits"))
+
+
+@dataclass(frozen=True)
+class PaperClaims:
+    """Efficiency figures as the paper states them, with where they come from."""
+
+    params: Optional[int] = None
+    gmacs: Optional[float] = None  # the papers' "GFLOPs" are thop MAC counts
+    memory_mb: Optional[float] = None  # the papers' formula: parameter bytes + input + output tensors
+    released_code_params: Optional[int] = None
+    source: str = ""
+    notes: Tuple[str, ...] = field(default_factory=tuple)

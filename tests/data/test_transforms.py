@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lightseg_edge.data import binarize_mask
+from lightseg_edge.data.transforms import check_image, logits_to_proba, normalize, preprocess, proba_to_mask, sigmoid
+from lightseg_edge.errors import InvalidInputError
+from lightseg_edge.types import PreprocessConfig
+
+
+def test_binarize_handles_every_encoding():
+    m01 = np.array([[0, 1], [1, 0]], np.uint8)
+    assert np.array_equal(binarize_mask(m01), m01)
+    assert np.array_equal(binarize_mask(m01 * 255), m01)
+    noisy = np.array([[3, 250], [252, 8]], np.uint8)  # JPEG-style noise around 0/255
+    assert np.array_equal(binarize_mask(noisy), m01)
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[0, 1, 0] = rgb[1, 0, 2] = 255
+    assert np.array_equal(binarize_mask(rgb), m01)
+    assert not binarize_mask(np.zeros((3, 3), np.uint8)).any()
+
+
+def test_normalisation_modes():
+    img = np.array([[[10, 20, 30], [40, 50, 110]]], np.uint8)
+    x = normalize(img, PreprocessConfig(size=(1, 2), mode="minmax"))
+    assert x.shape == (3, 1, 2) and x.dtype == np.float32
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert np.isclose(x[1, 0, 0], (20 - 10) / 100)  # joint min-max over all channels
+    s = normalize(img, PreprocessConfig(size=(1, 2), mode="scale"))
+    assert np.isclose(s[2, 0, 1], 110 / 255)
+    m = normalize(img, PreprocessConfig(size=(1, 2), mode="meanstd", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)))
+    assert np.isclose(m[0, 0, 0], (10 / 255 - 0.5) / 0.25)
+    r = normalize(img, PreprocessConfig(size=(1, 2), mode="raw"))
+    assert r[2, 0, 1] == 110.0
+
+
+def test_preprocess_resizes_to_network_size():
+    x = preprocess(np.full((300, 400, 3), 128, np.uint8), PreprocessConfig(size=(64, 96), mode="scale"))
+    assert x.shape == (3, 64, 96)
+
+
+@pytest.mark.parametrize(
+    "image, match",
+    [
+        (np.zeros((10, 10), np.uint8), "grayscale"),
+        (np.zeros((10, 10, 4), np.uint8), "alpha"),
+        (np.zeros((10, 10, 3), np.uint16), "16-bit"),
+        (np.zeros((10, 10, 3), np.float32), "uint8"),
+        (np.zeros((0, 10, 3), np.uint8), "empty"),
+        ("not an array", "numpy array"),
+    ],
+)
+def test_bad_images_get_clear_errors(image, match):
+    with pytest.raises(InvalidInputError, match=match):
+        check_image(image)
+
+
+def test_huge_image_is_refused_without_allocating():
+    huge = np.lib.stride_tricks.as_strided(np.zeros(3, np.uint8), shape=(20000, 20000, 3), strides=(0, 0, 1))
+    with pytest.raises(InvalidInputError, match="larger than"):
+        check_image(huge)
+
+
+def test_postprocess_back_to_input_resolution():
+    logits = np.full((1, 1, 4, 4), -5.0, np.float32)
+    logits[..., 1:3, 1:3] = 5.0
+    p = logits_to_proba(logits[0], (8, 8))
+    assert p.shape == (8, 8) and p.dtype == np.float32
+    mask = proba_to_mask(p)
+    assert mask.dtype == np.uint8 and mask[4, 4] == 1 and mask[0, 0] == 0
+
+
+def test_sigmoid_is_stable_for_extreme_logits():
+    s = sigmoid(np.array([-1000.0, 0.0, 1000.0], np.float32))
+    assert np.allclose(s, [0.0, 0.5, 1.0]) and np.isfinite(s).all()

@@ -1,0 +1,49 @@
+"""A short real training run on real ISIC images (the committed sample), resumed, evaluated and shipped."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from lightseg_edge.cli import eval as eval_cli
+from lightseg_edge.cli import train as train_cli
+from lightseg_edge.models import create_model
+from lightseg_edge.train.ship import ship
+
+
+def test_train_resume_eval_ship(sample_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--model", "ucmnet", "--data", str(sample_dir), "--out", str(out), "--img-size", "128", "--batch-size", "2", "--no-progress"]
+    assert train_cli.main(args + ["--epochs", "1"]) == 0
+    ck = torch.load(out / "last.pt", weights_only=True)  # plain tensors and metadata only
+    assert ck["epoch"] == 0 and len(ck["history"]) == 1
+    first = {k: v.clone() for k, v in ck["model"].items()}
+
+    assert train_cli.main(args + ["--epochs", "2", "--resume"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert [h["epoch"] for h in ck["history"]] == [1, 2]
+    assert any(not torch.equal(first[k], v) for k, v in ck["model"].items()), "second epoch did not train"
+    for name in ("log.csv", "log.json", "curves.png", "best.pt"):
+        assert (out / name).is_file()
+
+    assert eval_cli.main(["--model", "ucmnet", "--weights", str(out / "best.pt"), "--data", str(sample_dir), "--split", "test",
+                          "--img-size", "128", "--out", str(tmp_path / "ev"), "--overlays", "1"]) == 0
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["metrics"]["images"] == 2 and 0.0 <= report["metrics"]["mdice"] <= 1.0
+    assert len(list((tmp_path / "ev" / "overlays").glob("*.png"))) == 2
+
+    card = ship("ucmnet", out, str(sample_dir), tmp_path / "weights")
+    assert card["metrics"]["test"]["images"] == 2 and card["training"]["epochs_run"] == 2
+    model = create_model("ucmnet", checkpoint=tmp_path / "weights" / "ucmnet.safetensors")
+    assert torch.equal(model.state_dict()["final.weight"], torch.load(out / "best.pt", weights_only=True)["model"]["final.weight"])
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    assert train_cli.main(["--model", "ucmnte", "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert "Did you mean 'ucmnet'" in capsys.readouterr().err
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    assert eval_cli.main(["--model", "ucmnet", "--weights", str(bad), "--data", str(tmp_path)]) == 2
+    assert "bad.pt" in capsys.readouterr().err
