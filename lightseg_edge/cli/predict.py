@@ -1,0 +1,190 @@
+"""lightseg-predict: segment images, image folders, video files or a camera with any runtime.
+
+Writes ``<stem>_mask.png`` (0 = skin, 255 = lesion, at the input's resolution) and, with ``--overlay``,
+``<stem>_overlay.png`` (the lesion contour drawn on the image) into ``--out``; video frames go to
+``<out>/<video stem>/<frame>_mask.png``. Every file is written atomically. For video and camera input the
+per-frame latency (pre-processing + inference + post-processing) is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from ._common import run_cli
+
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightseg-predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="export folder, .onnx, .plan/.engine, checkpoint (.pt/.safetensors) or registry model name")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, image folders, video files or a camera index (0, 1, ...)")
+    p.add_argument("--runtime", default="auto", choices=("auto", "pytorch", "onnxruntime", "tensorrt"))
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="which export artifact to run (default: fp32 ONNX, or the engine)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available for the runtime)")
+    p.add_argument("--model", help="registry model name, for checkpoints that do not record it")
+    p.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    p.add_argument("--overlay", action="store_true", help="also write the image with the predicted lesion contour")
+    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the mask (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per inference call for image inputs")
+    p.add_argument("--max-frames", type=int, help="stop a video or camera after this many frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _classify(item: str) -> Tuple[str, object]:
+    """('camera', index) | ('video', path) | ('images', [paths])."""
+    from ..data.io import IMAGE_EXTS
+    from ..errors import DataError
+
+    path = Path(item)
+    if item.isdigit() and not path.exists():
+        return "camera", int(item)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+        if not files:
+            raise DataError(f"{path}: no images in this folder (expected {', '.join(IMAGE_EXTS)} files)")
+        return "images", files
+    if not path.is_file():
+        raise DataError(f"{path}: no such file or folder (expected an image, an image folder, a video or a camera index)")
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_EXTS:
+        return "video", path
+    if suffix in IMAGE_EXTS:
+        return "images", [path]
+    raise DataError(f"{path}: unsupported input type {suffix!r}; expected an image ({', '.join(IMAGE_EXTS)}) or a video ({', '.join(VIDEO_EXTS)})")
+
+
+class _Names:
+    """Output stems that never collide (two inputs named alike from different folders)."""
+
+    def __init__(self) -> None:
+        self._used: Dict[str, int] = {}
+
+    def __call__(self, path: Path) -> str:
+        stem = path.stem
+        if stem in self._used:
+            stem = f"{path.parent.name}_{stem}" if path.parent.name else stem
+        base, k = stem, 1
+        while stem in self._used:
+            k += 1
+            stem = f"{base}_{k}"
+        self._used[stem] = 1
+        return stem
+
+
+def _write(out_dir: Path, stem: str, image, mask, overlay: bool) -> int:
+    from ..data.io import write_png_atomic
+    from ..data.overlay import draw_contours
+
+    write_png_atomic(out_dir / f"{stem}_mask.png", (mask * 255).astype("uint8"))
+    if overlay:
+        write_png_atomic(out_dir / f"{stem}_overlay.png", draw_contours(image, mask))
+        return 2
+    return 1
+
+
+def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args) -> int:
+    from ..data.io import read_image
+
+    bar = None
+    if not args.no_progress and len(files) > 1:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), unit="img", desc="predict")
+    written = 0
+    try:
+        for start in range(0, len(files), max(1, args.batch_size)):
+            chunk = files[start:start + max(1, args.batch_size)]
+            images = [read_image(f) for f in chunk]
+            masks = predictor.predict_batch(images, threshold=args.threshold)
+            for f, im, m in zip(chunk, images, masks):
+                written += _write(out_dir, names(f), im, m, args.overlay)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return written
+
+
+def _frames(capture, max_frames: Optional[int]) -> Iterator:
+    import cv2
+
+    i = 0
+    while max_frames is None or i < max_frames:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield i, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        i += 1
+
+
+def _stream(predictor, what, label: str, out_dir: Path, args) -> int:
+    import cv2
+
+    from ..errors import DataError
+
+    cap = cv2.VideoCapture(str(what) if isinstance(what, Path) else what)
+    if not cap.isOpened():
+        raise DataError(f"{label}: OpenCV cannot open this {'camera' if isinstance(what, int) else 'video'}")
+    frame_dir = out_dir / label
+    frame_dir.mkdir(parents=True, exist_ok=True)
+    latencies = []
+    written = 0
+    try:
+        for i, rgb in _frames(cap, args.max_frames):
+            t0 = time.perf_counter()
+            mask = predictor.predict(rgb, threshold=args.threshold)
+            ms = (time.perf_counter() - t0) * 1000.0
+            latencies.append(ms)
+            print(f"{label} frame {i}: {ms:.1f} ms", flush=True)
+            written += _write(frame_dir, f"{i:06d}", rgb, mask, args.overlay)
+    finally:
+        cap.release()
+    if not latencies:
+        raise DataError(f"{label}: no frames could be read")
+    mean = sum(latencies) / len(latencies)
+    print(f"{label}: {len(latencies)} frames, mean {mean:.1f} ms/frame ({1000.0 / mean:.1f} FPS)")
+    return written
+
+
+def _run(argv: List[str]) -> int:
+    args = _parser().parse_args(argv)
+    from ..errors import InvalidInputError
+    from ..runtimes import load_predictor
+
+    if not 0.0 <= args.threshold <= 1.0:
+        raise InvalidInputError(f"--threshold must be in [0, 1], got {args.threshold}")
+    jobs = [_classify(item) for item in args.inputs]  # fail on a bad input before loading the model
+    options = {"threshold": args.threshold}
+    if args.precision:
+        options["precision"] = args.precision
+    if args.model:
+        options["model"] = args.model
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = _Names()
+    written = 0
+    with load_predictor(args.source, runtime=args.runtime, device=args.device, **options) as predictor:
+        print(f"{predictor.source}: {predictor.runtime.value} {predictor.precision.value} on {predictor.device}")
+        for kind, what in jobs:
+            if kind == "images":
+                written += _images(predictor, what, out_dir, names, args)
+            elif kind == "video":
+                written += _stream(predictor, what, names(what), out_dir, args)
+            else:
+                written += _stream(predictor, what, f"camera{what}", out_dir, args)
+    print(f"wrote {written} file(s) to {out_dir}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(_run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

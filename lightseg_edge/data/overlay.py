@@ -1,0 +1,55 @@
+"""Lesion contours drawn on the image: what lightseg-predict, lightseg-eval and the firmware example show.
+
+numpy + OpenCV only (no torch), Python 3.8 compatible, so it can run on the device next to the runtime layer.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from .transforms import check_image
+
+PRED_COLOR: Tuple[int, int, int] = (255, 40, 40)  # RGB: prediction in red
+GT_COLOR: Tuple[int, int, int] = (40, 255, 40)  # RGB: ground truth in green
+
+
+def contour_thickness(shape: Tuple[int, ...]) -> int:
+    """Line width that stays visible from thumbnails to full-resolution dermoscopy (1 px per ~300 px of short side)."""
+    return max(1, round(min(shape[0], shape[1]) / 300))
+
+
+def _check_mask(mask: np.ndarray, image: np.ndarray, what: str) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.ndim == 3 and m.shape[2] == 1:
+        m = m[..., 0]
+    if m.shape != image.shape[:2]:
+        raise InvalidInputError(f"{what}: shape {m.shape} does not match the image's {image.shape[:2]}; expected an HxW mask at the image resolution")
+    return (m > 0).astype(np.uint8)
+
+
+def draw_contours(image: np.ndarray, pred_mask: np.ndarray, gt_mask: Optional[np.ndarray] = None,
+                  thickness: Optional[int] = None, pred_color: Tuple[int, int, int] = PRED_COLOR,
+                  gt_color: Tuple[int, int, int] = GT_COLOR) -> np.ndarray:
+    """A copy of the HxWx3 uint8 RGB ``image`` with the outline of ``pred_mask`` (and of ``gt_mask``, when given).
+
+    Masks are HxW at the image's resolution; any value > 0 counts as lesion (0/1 and 0/255 both work). Only pixels
+    within ``thickness`` of a mask boundary change. The ground truth is drawn first, so where the outlines coincide
+    the prediction is the one visible.
+    """
+    import cv2
+
+    check_image(image)
+    t = contour_thickness(image.shape) if thickness is None else int(thickness)
+    if t < 1:
+        raise InvalidInputError(f"thickness must be >= 1, got {thickness}")
+    out = np.ascontiguousarray(image).copy()
+    masks = [(gt_mask, gt_color, "gt_mask")] if gt_mask is not None else []
+    masks.append((pred_mask, pred_color, "pred_mask"))
+    for mask, color, what in masks:
+        m = _check_mask(mask, image, what)
+        contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), t)
+    return out

@@ -1,0 +1,247 @@
+"""The predictor interface every runtime adapter implements, and the shared code around it.
+
+An adapter only implements ``_infer`` (NCHW float32 in, NCHW logits out) and ``_close``. Everything a user sees is
+here, once: input validation, pre/post-processing (through :mod:`lightseg_edge.data.transforms`, the same code
+training and INT8 calibration use), batching, the lock, and the closed-state checks. That is what keeps the
+adapters from drifting apart; ``tests/runtimes/test_conformance.py`` runs one suite against all of them.
+
+Thread safety: ``infer`` and every ``predict*`` call may come from several threads. The backend call itself runs
+under a per-predictor lock (TensorRT execution contexts, CUDA graphs and pinned staging buffers are not reentrant,
+so one-at-a-time is enforced for every adapter alike); pre- and post-processing run outside it, in the calling
+thread. For parallel throughput, create one predictor per thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+
+import numpy as np
+
+from ..data.transforms import check_image, logits_to_proba, preprocess_batch, proba_to_mask
+from ..errors import InvalidInputError, PredictorClosedError
+from ..types import InputSpec, Precision, PreprocessConfig, Runtime
+
+DEFAULT_THRESHOLD = 0.5
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """What every ``load_predictor`` result offers, whatever runs underneath."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    @property
+    def input_spec(self) -> InputSpec: ...
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig: ...
+
+    def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def predict(self, image: np.ndarray, threshold: Optional[float] = None) -> np.ndarray: ...
+
+    def predict_proba(self, image: np.ndarray) -> np.ndarray: ...
+
+    def predict_batch(self, images: Sequence[np.ndarray], threshold: Optional[float] = None) -> List[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def _check_threshold(threshold: float) -> float:
+    t = float(threshold)
+    if not 0.0 <= t <= 1.0:
+        raise InvalidInputError(f"threshold must be a probability in [0, 1], got {threshold!r}")
+    return t
+
+
+class BasePredictor:
+    """Shared behaviour; adapters implement ``_infer(batch) -> logits`` and ``_close()``.
+
+    ``infer``: validated raw call on a preprocessed NCHW float32 batch, returning NCHW float32 logits.
+    ``predict`` / ``predict_proba``: one HxWx3 uint8 RGB image of any size -> HxW uint8 {0,1} mask / float32
+    probabilities at that image's own resolution. ``predict_batch`` / ``predict_proba_batch``: a list of such images
+    (sizes may differ), chunked to the model's batch limit.
+    """
+
+    runtime_kind: Runtime = Runtime.PYTORCH  # overridden by each adapter
+
+    def __init__(self, input_spec: InputSpec, preprocess: PreprocessConfig, precision: Precision = Precision.FP32,
+                 device: str = "cpu", threshold: float = DEFAULT_THRESHOLD, source: str = "",
+                 max_batch_size: Optional[int] = None) -> None:
+        spec_hw = tuple(input_spec.shape[2:])
+        if len(input_spec.shape) != 4 or input_spec.shape[1] != 3:
+            raise InvalidInputError(f"{source or 'model'}: expected a (N, 3, H, W) input, the model declares {list(input_spec.shape)}")
+        if all(isinstance(d, int) for d in spec_hw) and tuple(preprocess.size) != spec_hw:
+            raise InvalidInputError(
+                f"{source or 'model'}: preprocessing resizes to {tuple(preprocess.size)} but the model input is "
+                f"{spec_hw} (H, W); the manifest/options disagree with the model file"
+            )
+        self._spec = input_spec
+        self._pre = preprocess
+        self._precision = Precision(precision)
+        self._device = device
+        self._threshold = _check_threshold(threshold)
+        self._source = source
+        static_n = input_spec.shape[0]
+        self._static_batch = int(static_n) if isinstance(static_n, int) and static_n > 0 else None
+        self._max_batch = self._static_batch or max_batch_size
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- description -------------------------------------------------------------------------------------------
+    @property
+    def runtime(self) -> Runtime:
+        return self.runtime_kind
+
+    @property
+    def input_spec(self) -> InputSpec:
+        return self._spec
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return self._pre
+
+    @property
+    def precision(self) -> Precision:
+        return self._precision
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def max_batch_size(self) -> Optional[int]:
+        """The largest batch one ``infer`` call accepts (None: unlimited)."""
+        return self._max_batch
+
+    @property
+    def static_batch_size(self) -> Optional[int]:
+        """Set when the model was exported with a fixed batch: ``infer`` then needs exactly this many samples."""
+        return self._static_batch
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else self._device
+        return f"{type(self).__name__}({self._source!r}, {self.runtime.value}, {self._precision.value}, {state}, input={list(self._spec.shape)})"
+
+    # -- raw inference ---------------------------------------------------------------------------------------------
+    def _check_batch(self, batch: np.ndarray) -> None:
+        name = self._spec.name
+        want = ["N" if d is None else d for d in self._spec.shape]
+        if not isinstance(batch, np.ndarray):
+            raise InvalidInputError(f"input {name!r}: expected a numpy array float32 {want}, got {type(batch).__name__}")
+        if batch.dtype != np.float32:
+            raise InvalidInputError(
+                f"input {name!r}: expected dtype float32 {want}, got {batch.dtype} {list(batch.shape)}"
+                + (" - did you forget preprocess()? predict() takes raw uint8 images" if batch.dtype == np.uint8 else "")
+            )
+        if batch.ndim != 4:
+            raise InvalidInputError(f"input {name!r}: expected a 4-D NCHW batch {want}, got shape {list(batch.shape)}")
+        n = batch.shape[0]
+        if n < 1:
+            raise InvalidInputError(f"input {name!r}: empty batch (shape {list(batch.shape)}); expected at least one sample")
+        for axis, (got, exp) in enumerate(zip(batch.shape, self._spec.shape)):
+            if axis > 0 and exp is not None and got != exp:
+                raise InvalidInputError(f"input {name!r}: expected shape {want}, got {list(batch.shape)} (axis {axis} is {got}, expected {exp})")
+        if self._static_batch is not None and n != self._static_batch:
+            raise InvalidInputError(
+                f"input {name!r}: this model was exported with a fixed batch of {self._static_batch}, got {n}; "
+                f"predict_batch() splits and pads automatically"
+            )
+        if self._max_batch is not None and n > self._max_batch:
+            raise InvalidInputError(f"input {name!r}: batch of {n} exceeds this model's maximum of {self._max_batch}; predict_batch() splits automatically")
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed NCHW float32 batch -> NCHW float32 logits (N, 1, H, W)."""
+        if self._closed:
+            raise PredictorClosedError(f"{self.runtime.value} predictor for {self._source!r}: infer() after close()")
+        self._check_batch(batch)
+        batch = np.ascontiguousarray(batch)
+        with self._lock:
+            if self._closed:  # closed by another thread while this one waited
+                raise PredictorClosedError(f"{self.runtime.value} predictor for {self._source!r}: infer() after close()")
+            out = self._infer(batch)
+        out = np.asarray(out)
+        n = batch.shape[0]
+        if out.ndim != 4 or out.shape[0] != n or out.shape[1] != 1:
+            raise InvalidInputError(f"{self._source}: the model returned shape {list(out.shape)}; expected logits ({n}, 1, H, W)")
+        return out.astype(np.float32, copy=False)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- images ----------------------------------------------------------------------------------------------------
+    def _chunks(self, n: int) -> Iterable[Tuple[int, int]]:
+        step = self._max_batch or n
+        for start in range(0, n, step):
+            yield start, min(n, start + step)
+
+    def _logits_for(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)  # an NHWC uint8 stack is a sequence of images
+        if len(images) == 0:
+            raise InvalidInputError("predict_batch: expected at least one image, got an empty sequence")
+        for i, im in enumerate(images):
+            check_image(im, what=f"image {i}")
+        out: List[np.ndarray] = []
+        for start, stop in self._chunks(len(images)):
+            x = preprocess_batch(images[start:stop], self._pre)
+            k = x.shape[0]
+            if self._static_batch is not None and k < self._static_batch:
+                # Pad the last chunk with copies so a fixed-batch engine can run it; the padding rows are dropped.
+                x = np.concatenate([x, np.repeat(x[-1:], self._static_batch - k, axis=0)])
+            out.extend(self.infer(x)[:k])
+        return out
+
+    def predict_proba_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+        """Each image -> HxW float32 lesion probabilities at its own resolution."""
+        logits = self._logits_for(images)
+        return [logits_to_proba(lg, im.shape[:2]) for lg, im in zip(logits, images)]
+
+    def predict_batch(self, images: Sequence[np.ndarray], threshold: Optional[float] = None) -> List[np.ndarray]:
+        """Each image -> HxW uint8 mask in {0, 1} at its own resolution."""
+        t = self._threshold if threshold is None else _check_threshold(threshold)
+        return [proba_to_mask(p, t) for p in self.predict_proba_batch(images)]
+
+    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB -> HxW float32 lesion probabilities."""
+        check_image(image)
+        return self.predict_proba_batch([image])[0]
+
+    def predict(self, image: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
+        """HxWx3 uint8 RGB -> HxW uint8 mask with values 0 (skin) / 1 (lesion), at the input's resolution."""
+        check_image(image)
+        return self.predict_batch([image], threshold)[0]
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the backend (sessions, engines, device buffers). Idempotent; later calls raise PredictorClosedError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
+        pass
+
+    def __enter__(self):  # returns self (typing.Self is 3.11+)
+        if self._closed:
+            raise PredictorClosedError(f"{self.runtime.value} predictor for {self._source!r} is closed")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

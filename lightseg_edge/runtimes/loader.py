@@ -1,0 +1,334 @@
+"""``load_predictor``: one entry point from whatever the user has to a ready predictor.
+
+Sources, and the runtime ``runtime="auto"`` picks for each:
+
+======================================  ===================================================================
+source                                  auto runtime
+======================================  ===================================================================
+export folder (``manifest.json``)       tensorrt if the folder has an engine, TensorRT and a CUDA binding are
+                                        installed and the device is not ``cpu``; else onnxruntime on the
+                                        artifact ``precision`` selects (fp32 by default)
+``.onnx`` file                          onnxruntime (preprocessing from the manifest beside it, or the
+                                        ``preprocess=`` option)
+``.plan`` / ``.engine`` file            tensorrt (preprocessing from the manifest beside it, or
+                                        ``preprocess=``; input spec from the engine itself)
+trainer checkpoint (``.pt/.pth/.ckpt``)  pytorch (model name and preprocessing from the checkpoint, or
+                                        ``model=``)
+``.safetensors``                        pytorch (``model=NAME``, or a ``model`` entry in the file's metadata)
+registry model name                     pytorch with its shipped weights
+a zoo model object (``nn.Module``)      pytorch
+======================================  ===================================================================
+
+Options (keyword arguments): ``precision`` ('fp32' | 'fp16' | 'int8'), ``threshold``, ``preprocess``
+(PreprocessConfig or its dict), ``input_spec`` (InputSpec or dict), ``model`` (registry name), ``verify`` (check
+artifact sha256 against the manifest, default True); onnxruntime: ``providers``, ``threads``,
+``graph_optimization_level`` ('disable' | 'basic' | 'extended' | 'all'), ``cache_dir`` (TensorRT EP caches);
+pytorch: ``cuda_graph``, ``threads`` (process-wide in torch); tensorrt: ``buffers`` ('auto' | 'torch' |
+'cuda-python' | 'pycuda'), ``cuda_graph``, ``allow_host_code``.
+
+Only the PyTorch paths import torch: an export folder, ``.onnx`` or ``.plan`` source never does (for ``.plan``, given
+cuda-python or pycuda; see ``tensorrt_backend``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+from .._optional import is_available
+from ..errors import CheckpointError, InvalidInputError
+from ..types import InputSpec, Precision, PreprocessConfig, Runtime
+from .base import BasePredictor
+from .manifest import MANIFEST_NAME, ONNX_VARIANTS, DeployManifest, ManifestError, find_manifest_for, read_deploy_manifest, verify_artifact
+
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+SAFETENSORS_SUFFIXES = (".safetensors",)
+RUNTIME_ALIASES = {
+    "auto": "auto", "pytorch": "pytorch", "torch": "pytorch", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
+    "onnx": "onnxruntime", "tensorrt": "tensorrt", "trt": "tensorrt",
+}
+
+_COMMON = {"precision", "threshold", "preprocess", "input_spec", "model", "verify"}
+_PER_RUNTIME = {
+    "pytorch": {"cuda_graph", "threads"},
+    "onnxruntime": {"providers", "threads", "graph_optimization_level", "cache_dir"},
+    "tensorrt": {"buffers", "cuda_graph", "allow_host_code"},
+}
+
+Source = Union[str, "os.PathLike[str]", Any]
+
+
+def _runtime_name(runtime: Union[str, Runtime]) -> str:
+    key = runtime.value if isinstance(runtime, Runtime) else str(runtime).lower()
+    if key not in RUNTIME_ALIASES:
+        raise InvalidInputError(f"unknown runtime {runtime!r}; expected one of auto, pytorch, onnxruntime, tensorrt")
+    return RUNTIME_ALIASES[key]
+
+
+def _check_options(runtime: str, options: Dict[str, Any]) -> None:
+    allowed = _COMMON | _PER_RUNTIME[runtime]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise InvalidInputError(f"unknown option(s) {', '.join(unknown)} for the {runtime} runtime; expected some of {', '.join(sorted(allowed))}")
+
+
+def _preprocess_option(value: Any) -> Optional[PreprocessConfig]:
+    if value is None or isinstance(value, PreprocessConfig):
+        return value
+    if isinstance(value, dict):
+        try:
+            return PreprocessConfig.from_dict(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"preprocess={value!r}: expected PreprocessConfig.to_dict() keys size, mode, mean, std ({exc})") from exc
+    raise InvalidInputError(f"preprocess: expected a PreprocessConfig or dict, got {type(value).__name__}")
+
+
+def _input_spec_option(value: Any) -> Optional[InputSpec]:
+    if value is None or isinstance(value, InputSpec):
+        return value
+    if isinstance(value, dict):
+        try:
+            return InputSpec.from_dict(value)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(f"input_spec={value!r}: expected InputSpec.to_dict() keys name, shape ({exc})") from exc
+    raise InvalidInputError(f"input_spec: expected an InputSpec or dict, got {type(value).__name__}")
+
+
+def _precision(value: Any, default: Optional[str] = None) -> Optional[Precision]:
+    if value is None:
+        return Precision(default) if default else None
+    try:
+        return Precision(value.value if isinstance(value, Precision) else str(value).lower())
+    except ValueError as exc:
+        raise InvalidInputError(f"precision {value!r}: expected one of fp32, fp16, int8") from exc
+
+
+def _registry_preprocess(model: str) -> PreprocessConfig:
+    from ..models import get_model_config  # imports torch: only reached when the user names a model
+
+    return get_model_config(model).preprocess
+
+
+def _resolve_preprocess(path: Path, manifest_pre: Optional[PreprocessConfig], options: Dict[str, Any]) -> PreprocessConfig:
+    explicit = _preprocess_option(options.get("preprocess"))
+    if explicit is not None:
+        return explicit
+    if manifest_pre is not None:
+        return manifest_pre
+    if options.get("model"):
+        return _registry_preprocess(options["model"])
+    raise InvalidInputError(
+        f"{path}: no {MANIFEST_NAME} beside this file lists it, so its preprocessing is unknown; pass "
+        f"preprocess=PreprocessConfig(size=(H, W), mode=...) (or a dict), or model=NAME to use the registry's, "
+        f"or load the export folder instead"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# builders per runtime
+# ---------------------------------------------------------------------------------------------------------------------
+def _ort(path: Path, pre: PreprocessConfig, spec: Optional[InputSpec], device: Optional[str], precision: Precision,
+         options: Dict[str, Any]) -> BasePredictor:
+    from .onnxruntime_backend import OnnxRuntimePredictor
+
+    kw = {k: options[k] for k in ("providers", "threads", "graph_optimization_level", "cache_dir", "threshold") if k in options}
+    return OnnxRuntimePredictor(path, pre, input_spec=spec, device=device, precision=precision, **kw)
+
+
+def _trt(path: Path, pre: PreprocessConfig, spec: Optional[InputSpec], device: Optional[str], precision: Precision,
+         options: Dict[str, Any], sha256: Optional[str] = None, built_with: Optional[Dict[str, Any]] = None) -> BasePredictor:
+    from .tensorrt_backend import TensorRTPredictor
+
+    kw = {k: options[k] for k in ("buffers", "cuda_graph", "allow_host_code", "threshold") if k in options}
+    return TensorRTPredictor(path, pre, input_spec=spec, device=device, precision=precision, expected_sha256=sha256,
+                             built_with=built_with, **kw)
+
+
+def _torch_model(model: Any, pre: Optional[PreprocessConfig], device: Optional[str], options: Dict[str, Any], source: str) -> BasePredictor:
+    from .pytorch_backend import PyTorchPredictor
+
+    kw = {k: options[k] for k in ("cuda_graph", "threads", "threshold") if k in options}
+    prec = _precision(options.get("precision"), "fp32")
+    return PyTorchPredictor(model, preprocess=pre, device=device, precision=prec.value, source=source, **kw)
+
+
+def _from_checkpoint(path: Path, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    """A trainer checkpoint (model name + preprocessing inside) or a bare state dict (needs ``model=``)."""
+    from .._optional import require
+
+    torch = require("torch", purpose="loading a PyTorch checkpoint")
+    from ..models import create_model
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # whatever torch raised, the file is not a readable checkpoint
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a trainer checkpoint or a state dict, got {type(obj).__name__}")
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+    name = options.get("model") or config.get("model")
+    if not name:
+        raise CheckpointError(f"{path}: this file does not record its model (no 'config' entry); pass model=NAME (see lightseg_edge.list_models())")
+    pre = _preprocess_option(options.get("preprocess"))
+    if pre is None and isinstance(obj.get("preprocess"), dict):
+        pre = PreprocessConfig.from_dict(obj["preprocess"])
+    model = create_model(name, checkpoint=path)
+    return _torch_model(model, pre, device, options, source=str(path))
+
+
+def _from_safetensors(path: Path, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    from .._optional import require
+
+    require("safetensors", purpose="reading .safetensors weights")
+    from safetensors import safe_open
+
+    name = options.get("model")
+    if not name:
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                name = (f.metadata() or {}).get("model")
+        except Exception as exc:  # a damaged header, whichever error the library raises
+            raise CheckpointError(f"{path}: cannot read safetensors header ({type(exc).__name__}: {exc})") from exc
+    if not name:
+        raise CheckpointError(f"{path}: safetensors weights do not name their model; pass model=NAME (see lightseg_edge.list_models())")
+    from ..models import create_model
+
+    model = create_model(name, checkpoint=path)
+    return _torch_model(model, _preprocess_option(options.get("preprocess")), device, options, source=str(path))
+
+
+def _from_registry(name: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    from ..models import create_model
+
+    model = create_model(name, pretrained=True)
+    return _torch_model(model, _preprocess_option(options.get("preprocess")), device, options, source=name)
+
+
+def _pick_folder_runtime(man: DeployManifest, device: Optional[str], precision: Optional[Precision]) -> str:
+    eng = man.artifacts.get("engine")
+    wants_engine = precision is None or eng is None or eng.precision is None or eng.precision == precision.value
+    has_cuda_binding = any(is_available(m) for m in ("cuda", "pycuda", "torch"))
+    if eng is not None and wants_engine and device != "cpu" and is_available("tensorrt") and has_cuda_binding:
+        return "tensorrt"
+    return "onnxruntime"
+
+
+def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    man = read_deploy_manifest(folder)
+    precision = _precision(options.get("precision"))
+    if runtime == "auto":
+        runtime = _pick_folder_runtime(man, device, precision)
+    _check_options(runtime, options)
+    pre = _preprocess_option(options.get("preprocess")) or man.preprocess
+    spec = _input_spec_option(options.get("input_spec")) or man.input_spec
+    verify = options.get("verify", True)
+    if runtime == "tensorrt":
+        art = man.artifacts.get("engine")
+        if art is None:
+            raise ManifestError(f"{folder}: this export has no TensorRT engine (artifacts: {', '.join(man.artifacts)}); build one with lightseg-export on the target device")
+        if precision is not None and art.precision and art.precision != precision.value:
+            raise ManifestError(f"{folder}: the engine was built for {art.precision}, not {precision.value}; omit precision or rebuild the engine")
+        if not art.path.is_file():
+            raise ManifestError(f"{art.path}: the manifest lists the engine but the file is missing")
+        return _trt(art.path, pre, spec, device, Precision(art.precision or (precision.value if precision else "fp16")), options,
+                    sha256=art.sha256 if verify else None, built_with=man.tensorrt)
+    if runtime == "onnxruntime":
+        prec = precision or Precision.FP32
+        art = man.artifacts.get(prec.value)
+        if art is None:
+            have = [k for k in ONNX_VARIANTS if k in man.artifacts]
+            raise ManifestError(f"{folder}: no {prec.value} ONNX in this export; available: {', '.join(have) or 'none'}")
+        if verify:
+            verify_artifact(art)
+        return _ort(art.path, pre, spec, device, prec, options)
+    # pytorch from an export folder: the weights it was exported from
+    weights = (man.raw.get("weights") or {}).get("source")
+    if weights == "pretrained":
+        return _from_registry(man.model, device, options)
+    if weights and weights != "random" and Path(weights).is_file():
+        opts = dict(options, model=options.get("model") or man.model, preprocess=pre)
+        loader = _from_safetensors if Path(weights).suffix in SAFETENSORS_SUFFIXES else _from_checkpoint
+        return loader(Path(weights), device, opts)
+    raise ManifestError(f"{folder}: the export's weights ({weights!r}) are not available for the pytorch runtime; use runtime='onnxruntime'")
+
+
+def _from_file(path: Path, runtime: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    suffix = path.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        kind = "onnxruntime"
+    elif suffix in ENGINE_SUFFIXES:
+        kind = "tensorrt"
+    elif suffix in CHECKPOINT_SUFFIXES + SAFETENSORS_SUFFIXES:
+        kind = "pytorch"
+    else:
+        raise InvalidInputError(
+            f"{path}: unrecognised model file type {suffix!r}; expected an export folder, .onnx, "
+            f"{'/'.join(ENGINE_SUFFIXES)}, {'/'.join(CHECKPOINT_SUFFIXES)} or .safetensors"
+        )
+    if runtime == "auto":
+        runtime = kind
+    if runtime != kind:
+        raise InvalidInputError(f"{path}: a {suffix} file runs on the {kind} runtime, not {runtime}; export the model for {runtime} first")
+    _check_options(runtime, options)
+    if kind == "pytorch":
+        return (_from_safetensors if suffix in SAFETENSORS_SUFFIXES else _from_checkpoint)(path, device, options)
+    found = find_manifest_for(path)
+    man, art = found if found else (None, None)
+    pre = _resolve_preprocess(path, man.preprocess if man else None, options)
+    spec = _input_spec_option(options.get("input_spec")) or (man.input_spec if man else None)
+    if kind == "onnxruntime":
+        if man is not None and options.get("verify", True):
+            verify_artifact(art)
+        default_prec = art.key if art is not None and art.key in ONNX_VARIANTS else "fp32"
+        return _ort(path, pre, spec, device, _precision(options.get("precision"), default_prec), options)
+    default_prec = (art.precision if art is not None else None) or "fp16"
+    return _trt(path, pre, spec, device, _precision(options.get("precision"), default_prec), options,
+                sha256=art.sha256 if art is not None and options.get("verify", True) else None,
+                built_with=man.tensorrt if man else None)
+
+
+def _looks_like_path(source: str) -> bool:
+    suffixes = ONNX_SUFFIXES + ENGINE_SUFFIXES + CHECKPOINT_SUFFIXES + SAFETENSORS_SUFFIXES
+    return os.sep in source or "/" in source or Path(source).suffix.lower() in suffixes
+
+
+def load_predictor(source: Source, runtime: Union[str, Runtime] = "auto", device: Optional[str] = None, **options: Any) -> BasePredictor:
+    """A ready predictor for ``source`` (see the module docstring for sources, runtimes and options).
+
+    ``device``: None picks the best available for the runtime (CUDA when present), ``'cpu'``, ``'cuda'`` or
+    ``'cuda:N'``. Any problem is a ``LightsegError`` whose message names the source and what was expected.
+    """
+    rt = _runtime_name(runtime)
+    if device is not None and not isinstance(device, str):
+        device = str(device)
+    if not isinstance(source, (str, os.PathLike)):
+        if hasattr(source, "state_dict") and callable(source):  # a torch module, without importing torch to check
+            if rt not in ("auto", "pytorch"):
+                raise InvalidInputError(f"a model object runs on the pytorch runtime, not {rt}; export it first")
+            _check_options("pytorch", options)
+            return _torch_model(source, _preprocess_option(options.get("preprocess")), device, options, source=type(source).__name__)
+        raise InvalidInputError(f"source: expected a path, a registry model name or a model object, got {type(source).__name__}")
+
+    path = Path(source)
+    if path.is_dir():
+        return _from_folder(path, rt, device, options)
+    if path.is_file():
+        return _from_file(path, rt, device, options)
+    text = str(source)
+    if _looks_like_path(text):
+        raise InvalidInputError(f"{text}: no such file or folder; expected an export folder, .onnx, .plan/.engine, checkpoint or .safetensors")
+    if rt not in ("auto", "pytorch"):
+        raise InvalidInputError(f"{text!r} is not a file or folder; a registry model name runs on the pytorch runtime, not {rt}")
+    _check_options("pytorch", options)
+    return _from_registry(text, device, options)
+
+
+def describe(predictor: BasePredictor) -> Tuple[str, str, str]:
+    """(runtime, precision, device) as plain strings, for logs and CLI output."""
+    return predictor.runtime.value, predictor.precision.value, predictor.device
+
+
+__all__ = ["describe", "load_predictor"]
