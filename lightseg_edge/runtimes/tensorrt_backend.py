@@ -2,7 +2,7 @@
 
 UNVERIFIED: written against the TensorRT 10/11 Python API documentation and NVIDIA's samples; it has never run here
 (this project's machines have no GPU). Only attributes present in TensorRT 10.3, 10.16 and 11.4 are used
-unconditionally (``tests/runtimes/test_tensorrt_api_surface.py`` checks that against the releases' binding name
+unconditionally (``tests/export/test_tensorrt_api_surface.py`` checks that against the releases' binding name
 lists); anything version-specific sits behind ``hasattr``. The same code path exists from TensorRT 8.5 on
 (``set_tensor_address`` / ``execute_async_v3``).
 

@@ -1,0 +1,133 @@
+"""lightseg-export: a zoo model (or an ONNX file) -> checked FP32/FP16/INT8 ONNX and, where TensorRT and a GPU are
+present, a TensorRT engine, plus manifest.json. Prints the step table and the accuracy of each precision.
+
+Without TensorRT (a CPU machine, CI, a laptop) every ONNX file is still produced and the command prints how to build
+the engine on the target: lightseg-export --from-onnx <out>/model.onnx --fp16 (exit code 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import List, Optional
+
+from ._common import run_cli, setup_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..export.config import DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MB, SIMPLIFIERS
+
+    p = argparse.ArgumentParser(prog="lightseg-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="registry name (see lightseg_edge.list_models())")
+    p.add_argument(
+        "--weights",
+        metavar="CKPT",
+        help="weights file (.safetensors or a lightseg-train checkpoint); default: the shipped pretrained weights; "
+        "'random' exports random weights (testing only, recorded in the manifest)",
+    )
+    p.add_argument("--fp16", action="store_true", help="also write model.fp16.onnx (FP16 graph, FP32 I/O) and build an FP16 engine")
+    p.add_argument(
+        "--int8", action="store_true", help="also write model.int8.onnx (Q/DQ, calibrated on --calib-data) and build an INT8 engine"
+    )
+    p.add_argument(
+        "--calib-data", metavar="DIR", help="INT8 calibration images: a dataset root (its training split is used) or a folder of images"
+    )
+    p.add_argument("--calib-images", type=int, metavar="N", help=f"number of calibration images (default {DEFAULT_CALIB_IMAGES})")
+    p.add_argument(
+        "--img-size", type=int, metavar="N", help="square input size, a multiple of the model's stride (default: the model's, 256)"
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, metavar="N", help="static batch size (default 1)")
+    batch.add_argument("--dynamic-batch", metavar="MIN,OPT,MAX", help="dynamic batch with this TensorRT optimization profile, e.g. 1,8,32")
+    p.add_argument(
+        "--simplifier", choices=SIMPLIFIERS, default="onnxsim", help="graph simplifier; onnxsim falls back to onnxslim (default onnxsim)"
+    )
+    p.add_argument(
+        "--from-onnx", metavar="FILE", help="start from an exported model.onnx (e.g. on the target device, to build the engine there)"
+    )
+    p.add_argument(
+        "--workspace",
+        type=int,
+        default=DEFAULT_WORKSPACE_MB,
+        metavar="MB",
+        help=f"TensorRT workspace limit in MiB (default {DEFAULT_WORKSPACE_MB})",
+    )
+    p.add_argument(
+        "--output",
+        metavar="DIR",
+        help="output folder (default exports/<model>-<size>-<precisions>; with --from-onnx, the ONNX file's folder)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="dataset root whose 'val' split is used for the parity and accuracy checks (default: $LIGHTSEG_ISIC2018 or the "
+        "shared ISIC 2018 copy, else the 8-image sample in tests/assets/isic_sample)",
+    )
+    return p
+
+
+def _config(args: argparse.Namespace):
+    from ..errors import ExportConfigError
+    from ..export.config import DEFAULT_CALIB_IMAGES, ExportConfig, parse_dynamic_batch
+
+    if args.calib_images is not None and not args.int8:
+        raise ExportConfigError("--calib-images is only used for INT8; did you mean to add --int8?")
+    return ExportConfig(
+        model=args.model,
+        weights=args.weights,
+        fp16=args.fp16,
+        int8=args.int8,
+        calib_data=args.calib_data,
+        calib_images=DEFAULT_CALIB_IMAGES if args.calib_images is None else args.calib_images,
+        img_size=args.img_size,
+        opset=args.opset,
+        batch=args.batch,
+        dynamic_batch=parse_dynamic_batch(args.dynamic_batch) if args.dynamic_batch else None,
+        simplifier=args.simplifier,
+        from_onnx=args.from_onnx,
+        workspace_mb=args.workspace,
+        output=args.output,
+        data=args.data,
+    )
+
+
+def _run(argv: List[str]) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(False)
+    # Step progress from this package at INFO; other libraries' INFO chatter (ORT quantization prints one line per
+    # copied bias) stays out.
+    logging.getLogger().setLevel(logging.WARNING)
+    logging.getLogger("lightseg_edge").setLevel(logging.INFO)
+    from ..export.accuracy import format_accuracy
+    from ..export.pipeline import export
+    from ..export.steps import format_table
+
+    result = export(_config(args))
+    print()
+    print(format_table(result.steps))
+    if result.accuracy:
+        first = next(iter(result.accuracy.values()))
+        print(
+            f"\naccuracy with ONNX Runtime CPU on {first.images} held-out images (mDice, Dice*, change vs fp32, mask agreement with fp32):"
+        )
+        print(format_accuracy(result.accuracy))
+        if args.weights == "random":
+            print("(random weights: these accuracy figures say nothing about a trained model)")
+    if result.parity is not None:
+        print(f"\nparity: {result.parity.summary()}")
+    print(f"\noutput: {result.output}/ ({', '.join(sorted(p.name for p in result.artifacts.values()))}, manifest.json)")
+    if result.engine is not None:
+        print(f"engine: {result.engine}")
+    elif result.target_command:
+        print(f"engine: not built here ({result.engine_skipped}).")
+        print(f"Build it on the target (Jetson / GPU machine) from this folder with:\n  {result.target_command}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    return run_cli(_run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

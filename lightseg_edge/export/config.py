@@ -1,0 +1,168 @@
+"""What an export is asked to do (``ExportConfig``) and the checks that need nothing but the config itself.
+
+``validate`` rejects contradictions and impossible values with a message that names the flag, the value and what
+was expected. It never changes a setting behind the user's back: the pipeline does exactly what the config says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+from ..errors import ExportConfigError
+
+SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+# 17 is the first opset with LayerNormalization; ONNX Runtime's static quantization does not support opset >= 21 and
+# the TorchScript exporter stops at 20.
+MIN_OPSET, MAX_OPSET = 17, 20
+DEFAULT_CALIB_IMAGES = 400  # TensorRT and Ultralytics recommend a few hundred calibration images
+DEFAULT_WORKSPACE_MB = 1024  # NVIDIA's ONNX sample uses 1 GiB; TensorRT's own default (all device memory) is unkind on a Jetson
+RANDOM_WEIGHTS = "random"
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One export. Field names match the ``lightseg-export`` flags (``--calib-images`` -> ``calib_images``).
+
+    ``weights``: ``None`` = the shipped pretrained weights, ``"random"`` = random initialisation (explicit opt-in,
+    recorded in the manifest), anything else = a weights file (.safetensors or a trainer checkpoint).
+    ``dynamic_batch``: ``(min, opt, max)``; ``None`` = a static batch of ``batch``.
+    ``data``: dataset root whose held-out (``val``) split feeds the parity and accuracy checks.
+    ``engine``: ``"auto"`` builds a TensorRT engine when TensorRT and a GPU are present and records it as skipped
+    otherwise; ``"off"`` never builds one.
+    """
+
+    model: Optional[str] = None
+    weights: Optional[str] = None
+    fp16: bool = False
+    int8: bool = False
+    calib_data: Optional[str] = None
+    calib_images: int = DEFAULT_CALIB_IMAGES
+    calib_method: str = "minmax"
+    img_size: Optional[int] = None
+    opset: int = 17
+    batch: int = 1
+    dynamic_batch: Optional[Tuple[int, int, int]] = None
+    simplifier: str = "onnxsim"
+    from_onnx: Optional[str] = None
+    workspace_mb: int = DEFAULT_WORKSPACE_MB
+    output: Optional[str] = None
+    data: Optional[str] = None
+    parity_images: int = 16
+    eval_images: int = 100
+    fp16_check_images: int = 8
+    seed: int = 0
+    engine: str = "auto"
+    progress: bool = True
+    # The export's own PyTorch work is a handful of forward passes. With more than one OpenMP thread they stall when
+    # other processes load the cores (2.4 s instead of 0.06 s per UCM-Net batch with a training job running on the
+    # 2-core development machine), so one thread is the robust default.
+    torch_threads: int = 1
+
+    @property
+    def precisions(self) -> Tuple[str, ...]:
+        """The requested reduced precisions, in the order they are produced."""
+        return tuple(p for p, on in (("fp16", self.fp16), ("int8", self.int8)) if on)
+
+    @property
+    def engine_precision(self) -> str:
+        """The engine carries the lowest requested precision (INT8 before FP16 before FP32)."""
+        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
+
+    @property
+    def dynamic(self) -> bool:
+        return self.dynamic_batch is not None
+
+
+def _positive(value: int, flag: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ExportConfigError(f"{flag} must be a positive integer, got {value!r}")
+
+
+def parse_dynamic_batch(text: str) -> Tuple[int, int, int]:
+    """``"1,8,32"`` -> (1, 8, 32); the error says what the flag expects."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ExportConfigError(f"--dynamic-batch expects MIN,OPT,MAX (three integers, e.g. 1,8,32), got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def validate(cfg: ExportConfig) -> None:
+    """Raise ExportConfigError for a contradictory or impossible config. Touches the filesystem only to check that
+    named input files exist."""
+    if cfg.from_onnx is None and not cfg.model:
+        raise ExportConfigError("nothing to export: pass --model NAME (a registry model) or --from-onnx FILE")
+    if cfg.from_onnx is not None:
+        src = Path(cfg.from_onnx)
+        if not src.is_file():
+            raise ExportConfigError(f"--from-onnx {src}: file not found")
+        if cfg.weights is not None:
+            raise ExportConfigError("--weights has no effect with --from-onnx (the ONNX file already holds the weights)")
+        if cfg.img_size is not None:
+            raise ExportConfigError("--img-size has no effect with --from-onnx (the ONNX file fixes the input size)")
+    if not isinstance(cfg.opset, int) or not MIN_OPSET <= cfg.opset <= MAX_OPSET:
+        raise ExportConfigError(
+            f"--opset {cfg.opset!r} is not supported; expected {MIN_OPSET}..{MAX_OPSET} (17 has LayerNormalization; ONNX Runtime's "
+            f"INT8 quantization and the TorchScript exporter stop at {MAX_OPSET})"
+        )
+    _positive(cfg.batch, "--batch")
+    if cfg.dynamic_batch is not None:
+        if cfg.batch != 1:
+            raise ExportConfigError("--batch and --dynamic-batch are exclusive: give a static batch or a MIN,OPT,MAX range, not both")
+        if len(cfg.dynamic_batch) != 3:
+            raise ExportConfigError(f"--dynamic-batch expects MIN,OPT,MAX, got {cfg.dynamic_batch!r}")
+        lo, opt, hi = cfg.dynamic_batch
+        for v in cfg.dynamic_batch:
+            _positive(v, "--dynamic-batch values")
+        if not lo <= opt <= hi:
+            raise ExportConfigError(f"--dynamic-batch {lo},{opt},{hi}: expected MIN <= OPT <= MAX")
+    if cfg.simplifier not in SIMPLIFIERS:
+        raise ExportConfigError(f"--simplifier {cfg.simplifier!r} is unknown; expected one of {', '.join(SIMPLIFIERS)}")
+    if cfg.calib_method not in CALIB_METHODS:
+        raise ExportConfigError(f"calibration method {cfg.calib_method!r} is unknown; expected one of {', '.join(CALIB_METHODS)}")
+    if cfg.int8 and cfg.calib_data is None and cfg.from_onnx is None:
+        raise ExportConfigError("--int8 needs --calib-data DIR: training images to calibrate the INT8 ranges on (e.g. the ISIC 2018 root)")
+    if cfg.calib_data is not None and not cfg.int8:
+        raise ExportConfigError("--calib-data is only used for INT8; did you mean to add --int8?")
+    if cfg.calib_data is not None and not Path(cfg.calib_data).is_dir():
+        raise ExportConfigError(f"--calib-data {cfg.calib_data}: folder not found")
+    _positive(cfg.calib_images, "--calib-images")
+    for value, name in (
+        (cfg.parity_images, "parity_images"),
+        (cfg.eval_images, "eval_images"),
+        (cfg.fp16_check_images, "fp16_check_images"),
+    ):
+        _positive(value, name)
+    _positive(cfg.workspace_mb, "--workspace")
+    _positive(cfg.torch_threads, "torch_threads")
+    if cfg.engine not in ("auto", "off"):
+        raise ExportConfigError(f"engine={cfg.engine!r}: expected 'auto' or 'off'")
+    if cfg.img_size is not None:
+        _positive(cfg.img_size, "--img-size")
+    if cfg.weights not in (None, RANDOM_WEIGHTS) and not Path(cfg.weights).is_file():
+        raise ExportConfigError(
+            f"--weights {cfg.weights}: file not found (expected a .safetensors file or a lightseg-train checkpoint, or 'random')"
+        )
+    if cfg.data is not None and not Path(cfg.data).is_dir():
+        raise ExportConfigError(f"--data {cfg.data}: folder not found")
+    if cfg.output is not None and Path(cfg.output).exists() and not Path(cfg.output).is_dir():
+        raise ExportConfigError(f"--output {cfg.output}: exists and is not a folder")
+
+
+def check_img_size(size: int, model: str, stride: int) -> None:
+    """The model's downsampling needs H and W to be multiples of its stride."""
+    if size % stride or size < stride:
+        near = [c for c in (size // stride * stride, (size // stride + 1) * stride) if c >= stride]
+        raise ExportConfigError(f"--img-size {size} is not a multiple of {model}'s stride {stride}; use {' or '.join(map(str, near))}")
+
+
+def default_output(cfg: ExportConfig, model: str, size: int) -> Path:
+    """``exports/<model>-<H>-<precisions>``, e.g. exports/ucmnet-256-fp16."""
+    tag = "-".join(cfg.precisions) or "fp32"
+    return Path("exports") / f"{model}-{size}-{tag}"
