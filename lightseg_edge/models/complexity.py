@@ -54,6 +54,7 @@ def complexity(name: str, input_size: Optional[Tuple[int, int]] = None) -> Compl
     cfg = get_model_config(name)
     size = tuple(input_size or cfg.input_size)
     model = create_model(name).eval()
+    params = sum(p.numel() for p in model.parameters())  # before deploy(): some deploy forms fold BatchNorm in place
     deploy_params = used_parameters(model, size)
     macs = count_macs(model.deploy(), size)
-    return Complexity(name, size, sum(p.numel() for p in model.parameters()), deploy_params, macs, cfg.claims.params, cfg.claims.gmacs)
+    return Complexity(name, size, params, deploy_params, macs, cfg.claims.params, cfg.claims.gmacs)

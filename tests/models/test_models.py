@@ -133,3 +133,12 @@ def test_macs_counter_counts_a_known_conv():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 1, 1))
     # 3x3 conv: 32*32*8 outputs * 27 MACs; 1x1 conv: 32*32 outputs * 8 MACs; ReLU and biases count 0
     assert count_macs(net, (32, 32)) == 32 * 32 * 8 * 27 + 32 * 32 * 8
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_complexity_reports_training_form_parameters(name):
+    from lightseg_edge.models.complexity import complexity
+
+    c = complexity(name)
+    assert c.params == EXPECTED_PARAMS[name]
+    assert 0 < c.deploy_params <= c.params and c.macs > 0
