@@ -1,0 +1,165 @@
+"""Run a benchmark plan: each job in a fresh process, every failure a row, then figures, deltas and claims.
+
+``run_jobs`` never raises for a backend problem. A missing package or device becomes ``skipped`` rows, an error while
+loading or measuring becomes ``failed`` rows naming the stage, and a worker that dies (segfault, out of memory,
+timeout) becomes ``failed`` rows with its exit status and last error line. Only bugs in the benchmark itself and
+user errors (a file that does not exist, an unknown model) stop a run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import LightsegError
+from .accuracy import add_deltas
+from .jobs import RUNTIMES, Job, base_row, rows_for_failure, run_job
+from .records import BenchReport, BenchResult, ClaimCheck, results_from_dicts
+
+Progress = Optional[Callable[[str], None]]
+DEFAULT_JOB_TIMEOUT_S = 3600.0
+_PRECISION_ORDER = ("fp32", "fp16", "int8")
+
+
+def _say(progress: Progress, text: str) -> None:
+    if progress is not None:
+        progress(text)
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if "Error" in ln or "error" in ln or "Killed" in ln:
+            return ln[:400]
+    return lines[-1][:400] if lines else "no output"
+
+
+def run_isolated(job: Job, timeout: Optional[float] = DEFAULT_JOB_TIMEOUT_S, environment: Optional[Dict[str, Any]] = None) -> List[BenchResult]:
+    """``job`` in a fresh ``python -m lightseg_edge.bench.worker`` process."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if job.threads is not None:
+        env["OMP_NUM_THREADS"] = str(job.threads)  # torch's OpenMP pool reads it at start-up
+    with tempfile.TemporaryDirectory(prefix="lightseg-bench-job-") as work:
+        job_path, out_path = os.path.join(work, "job.json"), os.path.join(work, "rows.json")
+        with open(job_path, "w", encoding="utf-8") as f:
+            json.dump({"job": job.to_dict(), "environment": environment}, f)
+        cmd = [sys.executable, "-m", "lightseg_edge.bench.worker", job_path, out_path]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return [base_row(job, b, "failed", f"timed out after {timeout:.0f} s (the worker process was stopped)") for b in job.batches]
+        if proc.returncode == 0 and os.path.isfile(out_path):
+            with open(out_path, encoding="utf-8") as f:
+                return results_from_dicts(json.load(f))
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+        return [base_row(job, b, "failed", f"worker process ended with {how}: {_last_error_line(proc.stderr)}") for b in job.batches]
+
+
+def run_in_process(job: Job, environment: Optional[Dict[str, Any]] = None) -> List[BenchResult]:
+    try:
+        return run_job(job, environment)
+    except Exception as exc:  # noqa: BLE001 - a bug in one job's path still leaves a row, and the run goes on
+        return rows_for_failure(job, exc, "run")
+
+
+def _summary(rows: Sequence[BenchResult]) -> str:
+    parts = []
+    for r in rows:
+        if r.ok and r.latency is not None:
+            parts.append(f"b{r.batch} p50 {r.latency.p50:.2f} ms")
+        else:
+            parts.append(f"b{r.batch} {r.status}: {r.reason}")
+    return "; ".join(parts)
+
+
+def run_jobs(jobs: Sequence[Job], isolate: bool = True, timeout: Optional[float] = DEFAULT_JOB_TIMEOUT_S,
+             environment: Optional[Dict[str, Any]] = None, progress: Progress = None) -> List[BenchResult]:
+    out: List[BenchResult] = []
+    for i, job in enumerate(jobs, 1):
+        _say(progress, f"[{i}/{len(jobs)}] {job.label} (batch {','.join(map(str, job.batches))})")
+        rows = run_isolated(job, timeout, environment) if isolate else run_in_process(job, environment)
+        _say(progress, f"      {_summary(rows)}")
+        out += rows
+    return out
+
+
+def sort_rows(rows: Sequence[BenchResult]) -> List[BenchResult]:
+    def key(r: BenchResult) -> Tuple:
+        rt = RUNTIMES.index(r.runtime) if r.runtime in RUNTIMES else len(RUNTIMES)
+        pr = _PRECISION_ORDER.index(r.precision) if r.precision in _PRECISION_ORDER else len(_PRECISION_ORDER)
+        return (r.model, rt, pr, r.batch)
+
+    return sorted(rows, key=key)
+
+
+def attach_figures(rows: Sequence[BenchResult], figures: Dict[Tuple[str, Tuple[int, int]], Any], at_paper: Dict[str, Any]) -> List[BenchResult]:
+    """Params, deployed params and MACs from the registry counts (at the row's input size), for registry models."""
+    out = []
+    for r in rows:
+        fig = figures.get((r.model, tuple(r.img_size))) if r.img_size else at_paper.get(r.model)
+        if fig is not None:
+            r = r.with_(params=fig.params, deploy_params=fig.deploy_params, macs=fig.macs)
+        out.append(r)
+    return out
+
+
+def _figures(models: Sequence[str], sizes: Dict[str, List[Tuple[int, int]]], progress: Progress) -> Tuple[Dict, Dict, List[str]]:
+    """(figures by (model, size), figures at each model's paper input size, notes)."""
+    from ..models import get_model_config
+    from .claims import model_figures
+
+    by_size: Dict[Tuple[str, Tuple[int, int]], Any] = {}
+    at_paper: Dict[str, Any] = {}
+    notes: List[str] = []
+    for name in models:
+        paper_size = tuple(get_model_config(name).input_size)
+        for size in sorted(set(sizes.get(name, [])) | {paper_size}):
+            _say(progress, f"counting parameters and MACs of {name} at {size[0]}x{size[1]}")
+            try:
+                fig = model_figures(name, size)
+            except LightsegError as exc:
+                notes.append(f"{name}: parameters/MACs not counted at {size}: {exc}")
+                continue
+            by_size[(name, size)] = fig
+            if size == paper_size:
+                at_paper[name] = fig
+    return by_size, at_paper, notes
+
+
+def finish(rows: Sequence[BenchResult], models: Sequence[str], environment: Dict[str, Any], settings: Dict[str, Any],
+           notes: Sequence[str] = (), progress: Progress = None, claims: bool = True) -> BenchReport:
+    """Counts, deltas against fp32 PyTorch and the claims table around measured ``rows``."""
+    all_notes = list(notes)
+    figures: Dict = {}
+    at_paper: Dict = {}
+    if models:
+        try:
+            sizes: Dict[str, List[Tuple[int, int]]] = {}
+            for r in rows:
+                if r.model in models and r.img_size:
+                    sizes.setdefault(r.model, []).append(tuple(r.img_size))
+            figures, at_paper, fig_notes = _figures(models, sizes, progress)
+            all_notes += fig_notes
+        except LightsegError as exc:  # no torch on this device: rows stay, claims are not available
+            all_notes.append(f"parameters, MACs and the claims table need PyTorch: {exc}")
+    out = attach_figures(rows, figures, at_paper)
+    out = add_deltas(out)
+    table: List[ClaimCheck] = []
+    if claims and at_paper:
+        from .claims import check_claims
+
+        for name in models:
+            if name in at_paper:
+                table += check_claims(name, at_paper[name], out)
+    return BenchReport(
+        results=tuple(sort_rows(out)), claims=tuple(table), environment=environment, settings=settings, notes=tuple(all_notes),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )

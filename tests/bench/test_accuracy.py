@@ -1,0 +1,61 @@
+"""Accuracy at network resolution through the shared pre/post-processing, and deltas against fp32 PyTorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bench_helpers import FakePredictor
+
+from lightseg_edge.bench.accuracy import add_deltas, evaluate, select_samples
+from lightseg_edge.bench.records import AccuracyStats, BenchResult
+from lightseg_edge.data.io import read_mask
+from lightseg_edge.data.transforms import resize_mask
+from lightseg_edge.errors import DataError
+
+
+def test_all_lesion_prediction_scores_the_expected_dice(sample_dir, fake_clock):
+    samples = select_samples(str(sample_dir), "test")
+    p = FakePredictor(fake_clock, [1], logit=5.0, size=(64, 64))  # every pixel predicted as lesion
+    acc = evaluate(p, samples, data=str(sample_dir), split="test")
+    want = []
+    for s in samples:
+        g = resize_mask(read_mask(s.mask), (64, 64)).astype(bool)
+        want.append(2 * g.sum() / (g.sum() + g.size))
+    assert acc.images == len(samples) == 2
+    assert acc.mdice == pytest.approx(np.mean(want))
+    assert acc.resolution == (64, 64) and acc.split == "test"
+
+
+def test_all_background_prediction_scores_zero(sample_dir, fake_clock):
+    p = FakePredictor(fake_clock, [1], logit=-5.0)
+    acc = evaluate(p, select_samples(str(sample_dir), "val"))
+    assert acc.mdice == 0.0 and acc.miou == 0.0
+
+
+def test_static_batch_is_padded_and_only_real_rows_scored(sample_dir, fake_clock):
+    p = FakePredictor(fake_clock, [1], logit=5.0)
+    p.static_batch_size = 4
+    seen = []
+    infer = p.infer
+    p.infer = lambda x: (seen.append(x.shape[0]), infer(x))[1]
+    acc = evaluate(p, select_samples(str(sample_dir), "train"))
+    assert seen == [4] and acc.images == 4
+
+
+def test_max_images_and_bad_split(sample_dir):
+    assert len(select_samples(str(sample_dir), "train", 3)) == 3
+    with pytest.raises(DataError, match="split"):
+        select_samples(str(sample_dir), "nope")
+
+
+def _row(runtime, precision, mdice, weights="w.pt", model="ucmnet"):
+    acc = AccuracyStats(images=10, mdice=mdice, miou=mdice - 0.1, dice_star=mdice, iou_star=mdice, split="test", data="d", resolution=(256, 256))
+    return BenchResult(model=model, source="s", runtime=runtime, precision=precision, batch=1, status="ok", img_size=(256, 256),
+                       weights=weights, accuracy=acc)
+
+
+def test_deltas_are_taken_against_fp32_pytorch_of_the_same_weights():
+    rows = add_deltas([_row("pytorch", "fp32", 0.80), _row("onnxruntime", "int8", 0.75), _row("onnxruntime", "int8", 0.70, weights="other.pt")])
+    assert rows[0].accuracy.delta_mdice == 0.0
+    assert rows[1].accuracy.delta_mdice == pytest.approx(-0.05) and rows[1].accuracy.reference == "pytorch fp32"
+    assert rows[2].accuracy.delta_mdice is None  # no reference row for those weights

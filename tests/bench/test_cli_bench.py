@@ -1,0 +1,129 @@
+"""lightseg-bench end to end: real measurements (tiny iteration counts), every output file parsed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import types
+
+import pytest
+
+from lightseg_edge._optional import is_available
+from lightseg_edge.bench import matrix, runner
+from lightseg_edge.cli.bench import main
+
+
+def _outputs(tmp_path, stem="r"):
+    paths = {k: tmp_path / f"{stem}.{ext}" for k, ext in (("json", "json"), ("csv", "csv"), ("markdown", "md"), ("plot", "png"))}
+    return paths, [a for k, p in paths.items() for a in (f"--{k}", str(p))]
+
+
+def _check_files(paths):
+    report = json.loads(paths["json"].read_text())
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert len(rows) == len(report["results"])
+    claims = list(csv.DictReader(paths["csv"].with_name(paths["csv"].stem + ".claims.csv").open()))
+    assert len(claims) == len(report["claims"])
+    assert "| model | runtime |" in paths["markdown"].read_text()
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return report
+
+
+def test_model_with_random_weights(tmp_path, capsys):
+    paths, flags = _outputs(tmp_path)
+    assert main(["--model", "ucmnet", "--weights", "random", "--iters", "3", "--warmup", "1", "--threads", "1"] + flags) == 0
+    out = capsys.readouterr().out
+    assert "ucmnet  pytorch" in out and "paper claims vs measured" in out and "49,932" in out
+    report = _check_files(paths)
+    (row,) = report["results"]
+    assert row["status"] == "ok" and row["weights"] == "random:0" and row["threads"] == 1
+    assert row["latency"]["n"] == 3 and row["e2e"]["n"] == 3 and row["e2e_image_hw"] == [512, 512]
+    assert row["memory"]["runs"] == 3 and row["memory"]["inference_peak_delta_mb"] is not None
+    assert row["params"] == 46188 and row["accuracy"] is None and "random weights" in row["accuracy_note"]
+    assert row["process"]["torch_imported"] is True and row["machine"]["loadavg_before"] is not None
+    assert row["env"]["onnxruntime"] and report["environment"]["schema"] == "lightseg-environment/1"
+    assert {c["claim"] for c in report["claims"]} == {"params", "gmacs", "memory_mb"}
+
+
+def _shipped(name):
+    from lightseg_edge.models._weights import WEIGHTS_DIR, get_model_config
+
+    cfg = get_model_config(name)
+    return bool(cfg.weights and (WEIGHTS_DIR / cfg.weights).is_file())
+
+
+@pytest.mark.skipif(not _shipped("ucmnet"), reason="no shipped ucmnet weights in this checkout")
+def test_model_with_shipped_weights_reports_accuracy(sample_dir, tmp_path):
+    out = tmp_path / "acc.json"
+    assert main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "val", "--iters", "2", "--warmup", "1", "--threads", "1",
+                 "--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["results"]
+    acc = row["accuracy"]
+    assert row["weights"] == "pretrained" and row["size_bytes"] > 0
+    assert acc["images"] == 2 and acc["split"] == "val" and 0.0 <= acc["mdice"] <= 1.0 and acc["resolution"] == [256, 256]
+    assert acc["reference"] == "pytorch fp32" and acc["delta_mdice"] == 0.0  # this row is its own reference
+    assert row["e2e_image_hw"] == [192, 192]  # --data images (the sample's size) are the end-to-end inputs
+
+
+def test_onnx_of_an_export(ucmnet_export, tmp_path, capsys):
+    paths, flags = _outputs(tmp_path)
+    code = main(["--onnx", str(ucmnet_export / "model.onnx"), "--batch", "1,2", "--iters", "3", "--warmup", "1", "--threads", "1"] + flags)
+    assert code == 0
+    report = _check_files(paths)
+    b1, b2 = report["results"]
+    assert (b1["status"], b1["runtime"], b1["precision"], b1["model"]) == ("ok", "onnxruntime", "fp32", "ucmnet")
+    assert b1["process"]["torch_imported"] is False  # an ONNX Runtime process, as deployed
+    assert b1["size_bytes"] == (ucmnet_export / "model.onnx").stat().st_size
+    assert b2["status"] == "skipped" and "fixed batch of 1" in b2["reason"]
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_all_on_a_reduced_matrix(ucmnet_export, tmp_path, monkeypatch, capsys):
+    # Reduced matrix: one model, its export made once by the fixture, jobs in this process (isolation is covered above).
+    monkeypatch.setattr("lightseg_edge.models.list_models", lambda pattern="*": ["ucmnet"])
+    # The fixture export holds seed-0 random weights: the PyTorch row must use the same ones, shipped weights or not.
+    monkeypatch.setattr(matrix, "resolve_weights", lambda name, weights: matrix.Weights("random:0", "random:0", False, "random weights"))
+    man = json.loads((ucmnet_export / "manifest.json").read_text())
+    fake_export = types.SimpleNamespace(output=ucmnet_export, artifacts={k: ucmnet_export / a["path"] for k, a in man["artifacts"].items()})
+    monkeypatch.setattr(matrix, "export_model", lambda *a, **k: fake_export)
+    real_run_jobs = runner.run_jobs
+    monkeypatch.setattr(runner, "run_jobs", lambda jobs, **kw: real_run_jobs(jobs, **dict(kw, isolate=False)))
+    paths, flags = _outputs(tmp_path)
+    assert main(["--all", "--precision", "fp32,int8", "--iters", "2", "--warmup", "1", "--threads", "1"] + flags) == 0
+    report = _check_files(paths)
+    got = [(r["runtime"], r["precision"], r["status"]) for r in report["results"]]
+    trt = "ok" if is_available("tensorrt") else "skipped"
+    assert got == [("pytorch", "fp32", "ok"), ("onnxruntime", "fp32", "ok"), ("onnxruntime", "int8", "ok"), ("tensorrt", "fp32,int8", trt)][: 3 + (trt == "skipped")]
+    assert {r["weights"] for r in report["results"]} == {"random:0"}
+    assert [c["model"] for c in report["claims"]] == ["ucmnet"] * 3
+    out = capsys.readouterr().out
+    assert "TensorRT is not installed" in out or trt == "ok"
+
+
+@pytest.mark.skipif(is_available("tensorrt"), reason="TensorRT is installed here")
+def test_engine_without_tensorrt_is_a_skipped_row(tmp_path, capsys):
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"\x00" * 128)
+    assert main(["--engine", str(plan), "--iters", "1", "--json", str(tmp_path / "e.json")]) == 1  # nothing could be measured
+    (row,) = json.loads((tmp_path / "e.json").read_text())["results"]
+    assert row["status"] == "skipped" and row["runtime"] == "tensorrt" and "tensorrt" in row["reason"].lower()
+    assert "skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--onnx", "x.onnx", "--weights", "random"], "--weights goes with --model"),
+    (["--model", "ucmnett"], "unknown model"),
+    (["--model", "ucmnet", "--batch", "0"], "--batch"),
+    (["--model", "ucmnet", "--precision", "fp64"], "--precision"),
+    (["--onnx", "missing.onnx"], "file not found"),
+    (["--model", "ucmnet", "--max-images", "3"], "needs --data"),
+])
+def test_user_errors_exit_2_with_a_message(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_iters_and_min_time_are_exclusive():
+    with pytest.raises(SystemExit) as exc:
+        main(["--model", "ucmnet", "--iters", "3", "--min-time", "1"])
+    assert exc.value.code == 2
