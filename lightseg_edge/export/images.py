@@ -19,6 +19,7 @@ from ..data.layouts import Sample, detect_layout, list_samples
 from ..data.transforms import preprocess
 from ..errors import DataError
 from ..types import PreprocessConfig
+from .._hashing import sha256_file
 
 HELDOUT_SPLIT = "val"
 CALIB_SPLIT = "train"
@@ -58,7 +59,7 @@ class ImageSet:
         """sha256 over '<case id> <sha256 of the image file>' lines: names the exact images and their content."""
         h = hashlib.sha256()
         for s in self.samples:
-            h.update(f"{s.case_id} {_file_sha256(s.image)}\n".encode())
+            h.update(f"{s.case_id} {sha256_file(s.image)}\n".encode())
         return h.hexdigest()
 
     def listing(self) -> str:
@@ -70,7 +71,7 @@ class ImageSet:
                 rel = s.image.relative_to(root)
             except ValueError:
                 rel = s.image
-            lines.append(f"{s.case_id}\t{rel}\t{_file_sha256(s.image)}")
+            lines.append(f"{s.case_id}\t{rel}\t{sha256_file(s.image)}")
         return "\n".join(lines) + "\n"
 
     def provenance(self) -> dict:
@@ -82,10 +83,6 @@ class ImageSet:
             "available": self.available,
             "seed": self.seed,
         }
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _choose(samples: Sequence[Sample], count: int, seed: int) -> Tuple[Sample, ...]:

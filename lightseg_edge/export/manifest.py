@@ -10,13 +10,13 @@ to the folder, parity, calibration, accuracy, tensorrt, tools, steps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Dict, List, Union
 
 from ..errors import ManifestError
+from .._hashing import sha256_file  # noqa: F401  (re-exported)
 
 FORMAT = "lightseg-export/1"
 MANIFEST_NAME = "manifest.json"
@@ -42,12 +42,6 @@ ARTIFACT_KINDS = ("fp32", "fp16", "int8", "engine")
 PathLike = Union[str, Path]
 
 
-def sha256_file(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _manifest_path(folder: PathLike) -> Path:

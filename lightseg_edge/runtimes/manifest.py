@@ -9,7 +9,6 @@ the same ``ManifestError``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from ..errors import ManifestError
 from ..types import InputSpec, PreprocessConfig
+from .._hashing import sha256_file  # noqa: F401  (re-exported)
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_PREFIX = "lightseg-export/"
@@ -51,12 +51,6 @@ class DeployManifest:
         return None
 
 
-def sha256_file(path: Union[str, Path]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_artifact(art: Artifact) -> None:

@@ -9,7 +9,6 @@ README's figures are copied from the card.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -17,11 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
+from .._hashing import sha256_file
 from ..cli._common import run_cli
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def ship(model_name: str, run: Path, data: str, dest: Path) -> dict:
@@ -58,10 +54,10 @@ def ship(model_name: str, run: Path, data: str, dest: Path) -> dict:
     card = {
         "model": model_name,
         "weights": weights.name,
-        "sha256": _sha256(weights),
+        "sha256": sha256_file(weights),
         "data": {
             "dataset": "ISIC 2018 Task 1 training release, this project's 512x512 copy (shared/data/isic2018)",
-            "split_file_sha256": _sha256(split_csv) if split_csv.is_file() else None,
+            "split_file_sha256": sha256_file(split_csv) if split_csv.is_file() else None,
             "train_images": len(list_samples(data, "train")),
             "selection": "best val mDice",
             "evaluated_on": {s: metrics[s]["images"] for s in metrics},
