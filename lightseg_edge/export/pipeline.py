@@ -283,6 +283,20 @@ class _Engine:
         return name
 
 
+def _result(out: Path, manifest: Path, artifacts: dict, steps: StepLog, scorer, plan, engine, parity: Optional[ParityReport] = None) -> ExportResult:
+    return ExportResult(
+        output=out,
+        manifest=manifest,
+        artifacts={k: out / v["path"] for k, v in artifacts.items()},
+        steps=tuple(steps.records),
+        parity=parity,
+        accuracy=dict(scorer.results) if scorer is not None else {},
+        engine=out / plan if plan else None,
+        engine_skipped=engine.skipped,
+        target_command=engine.command,
+    )
+
+
 def _finish(steps: StepLog, stage: _Staging, names: List[str], manifest: dict) -> Path:
     manifest["steps"] = [r.to_dict() for r in steps.records]
     n = len(manifest["artifacts"])
@@ -414,17 +428,7 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
             "parameters": params,
         }
         path = _finish(steps, stage, names, manifest)
-    return ExportResult(
-        output=out,
-        manifest=path,
-        artifacts={k: out / v["path"] for k, v in artifacts.items()},
-        steps=tuple(steps.records),
-        parity=parity,
-        accuracy=dict(scorer.results),
-        engine=out / plan if plan else None,
-        engine_skipped=engine.skipped,
-        target_command=engine.command,
-    )
+    return _result(out, path, artifacts, steps, scorer, plan, engine, parity)
 
 
 def _shape(shape) -> str:
@@ -598,16 +602,7 @@ def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
         if old is not None:
             manifest["export_steps"] = old.get("export_steps") or old.get("steps", [])
         path = _finish(steps, stage, names, manifest)
-    return ExportResult(
-        output=out,
-        manifest=path,
-        artifacts={k: out / v["path"] for k, v in artifacts.items()},
-        steps=tuple(steps.records),
-        accuracy=dict(scorer.results) if scorer is not None else {},
-        engine=out / plan if plan else None,
-        engine_skipped=engine.skipped,
-        target_command=engine.command,
-    )
+    return _result(out, path, artifacts, steps, scorer, plan, engine)
 
 
 def _intact(path: Path, sha: Optional[str]) -> bool:

@@ -57,30 +57,6 @@ def onnx_file(export_dir) -> Path:
     return Path(shutil.copy(export_dir / "model.onnx", bare / "model.onnx"))
 
 
-def build_trt_engine(onnx_path: Path, plan_path: Path, max_batch: int = 4) -> Path:
-    """UNVERIFIED (needs TensorRT + GPU): a strongly typed engine with a dynamic-batch profile, for the GPU tests."""
-    import tensorrt as trt
-
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        raise RuntimeError("; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)))
-    config = builder.create_builder_config()
-    profile = builder.create_optimization_profile()
-    profile.set_shape("input", (1, 3, 256, 256), (1, 3, 256, 256), (max_batch, 3, 256, 256))
-    config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise RuntimeError("TensorRT engine build failed")
-    plan_path.write_bytes(bytes(plan))
-    return plan_path
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """PyTorch on 2 shared cores is ~5x faster single-threaded while a training job runs; restored afterwards."""
