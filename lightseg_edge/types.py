@@ -13,6 +13,14 @@ class Precision(str, Enum):
     INT8 = "int8"
 
 
+class TrainPrecision(str, Enum):
+    """The autocast dtype of a training run's forward pass (weights and optimiser stay fp32)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  # autocast; on CPU only where the processor has native bf16 (AVX512-BF16, AMX)
+    FP16 = "fp16"  # autocast + gradient scaling; CUDA only
+
+
 class Runtime(str, Enum):
     PYTORCH = "pytorch"
     ONNXRUNTIME = "onnxruntime"

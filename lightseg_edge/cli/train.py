@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from ..data.augment import Augmentation
+from ..types import TrainPrecision
 from ._common import default_data_dir, run_cli
 
 
@@ -25,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-val-images", type=int)
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=[m.value for m in TrainPrecision], default="fp32",
+                   help="autocast dtype: bf16 on CUDA or a CPU with native bf16; fp16 on CUDA only")
+    p.add_argument("--augment", choices=[m.value for m in Augmentation], default=Augmentation.ROBUST.value,
+                   help="robust (default): geometry, colour, blur and noise for other cameras and clinics; paper: rotate + flips")
+    p.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that crosses this budget (resume with --resume)")
     return p
 
 
@@ -39,7 +47,8 @@ def _run(argv: List[str]) -> int:
         model=args.model, data=args.data, out=args.out or f"runs/{args.model}", epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, img_size=args.img_size, workers=args.workers, seed=args.seed, patience=args.patience,
         max_train_images=args.max_train_images, max_val_images=args.max_val_images, threads=args.threads,
-        resume=args.resume, progress=not args.no_progress,
+        resume=args.resume, progress=not args.no_progress, device=args.device, precision=TrainPrecision(args.precision),
+        augment=Augmentation(args.augment), max_minutes=args.max_minutes,
     )
     res = train(cfg)
     print(f"best val mDice {res.best_val.get('mdice', float('nan')):.4f} at epoch {res.best_epoch}; checkpoint {res.best_checkpoint}")

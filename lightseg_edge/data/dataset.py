@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..types import PreprocessConfig
+from .augment import Augmentation, augment
 from .io import read_image, read_mask
 from .layouts import Sample
 from .transforms import normalize, resize_image, resize_mask
@@ -25,22 +26,6 @@ def load_pair(sample: Sample, size: Tuple[int, int]) -> Tuple[np.ndarray, np.nda
     return resize_image(image, size), resize_mask(mask, size)
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
-    """UCM-Net / EGE-UNet training augmentation: Rotate(limit=180, p=0.5), vertical and horizontal flips (p=0.5)."""
-    import cv2
-
-    if rng.random() < 0.5:
-        h, w = mask.shape
-        m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), float(rng.uniform(-180, 180)), 1.0)
-        image = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-        mask = cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101)
-    if rng.random() < 0.5:
-        image, mask = image[::-1], mask[::-1]
-    if rng.random() < 0.5:
-        image, mask = image[:, ::-1], mask[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
-
-
 class SegmentationDataset(Dataset):
     """Samples decoded and resized up front (2,594 ISIC images at 256x256 are ~0.5 GB), then augmented on the fly.
 
@@ -48,12 +33,12 @@ class SegmentationDataset(Dataset):
     sees exactly the augmentations it would have seen.
     """
 
-    def __init__(self, samples: Sequence[Sample], preprocess: PreprocessConfig, augment: bool = False, seed: int = 0, progress: bool = False) -> None:
+    def __init__(self, samples: Sequence[Sample], preprocess: PreprocessConfig, augment: Augmentation = Augmentation.NONE, seed: int = 0, progress: bool = False) -> None:
         if not samples:
             raise DataError("empty dataset: no samples to load")
         self.samples: List[Sample] = list(samples)
         self.cfg = preprocess
-        self.augment = augment
+        self.augment = Augmentation(augment)
         self.seed = seed
         self.epoch = 0
         it = self.samples
@@ -73,8 +58,8 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, i: int):
         image, mask = self.images[i], self.masks[i]
-        if self.augment:
-            image, mask = augment(image, mask, np.random.default_rng([self.seed, self.epoch, i]))
+        if self.augment is not Augmentation.NONE:
+            image, mask = augment(image, mask, np.random.default_rng([self.seed, self.epoch, i]), self.augment)
         x = torch.from_numpy(normalize(image, self.cfg))
         y = torch.from_numpy(mask.astype(np.float32))[None]
         return x, y

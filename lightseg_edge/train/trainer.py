@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, replace
+from enum import Enum
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.augment import Augmentation
 from ..data.dataset import SegmentationDataset, subset
 from ..data.layouts import list_samples
 from ..errors import CheckpointError, LightsegError
 from ..models import create_model, get_model_config
-from ..types import PreprocessConfig
+from ..types import PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
 from .losses import LOSSES, group_loss
 from .metrics import MetricAccumulator
@@ -43,6 +46,10 @@ class TrainConfig:
     threads: Optional[int] = None
     resume: bool = False
     progress: bool = True
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:N"
+    precision: TrainPrecision = TrainPrecision.FP32  # autocast dtype of the forward pass
+    augment: Augmentation = Augmentation.ROBUST
+    max_minutes: Optional[float] = None  # stop cleanly after the epoch that crosses this wall-clock budget
 
 
 @dataclass(frozen=True)
@@ -65,19 +72,46 @@ def _preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
     return replace(pre, size=(cfg.img_size, cfg.img_size)) if cfg.img_size else pre
 
 
+def resolve_device(name: str) -> torch.device:
+    """"auto" is CUDA when PyTorch sees a GPU, else CPU; an explicit CUDA device that is absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise LightsegError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LightsegError(f"--device {name}: PyTorch sees no CUDA device here (torch {torch.__version__}); use --device cpu")
+    return dev
+
+
+def autocast(device: torch.device, precision: TrainPrecision):
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    precision = TrainPrecision(precision)
+    if precision is TrainPrecision.FP32:
+        return contextlib.nullcontext()
+    if precision is TrainPrecision.FP16 and device.type != "cuda":
+        raise LightsegError("--precision fp16: fp16 training needs a CUDA device; use bf16 on a CPU")
+    dtype = torch.bfloat16 if precision is TrainPrecision.BF16 else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
 @torch.no_grad()
-def predict_masks(model, loader, threshold: float = 0.5):
+def predict_masks(model, loader, threshold: float = 0.5, device: Optional[torch.device] = None, precision: TrainPrecision = TrainPrecision.FP32):
     """Yield (predicted mask, ground truth) pairs at the network's resolution, thresholding sigmoid >= 0.5."""
     model.eval()
+    device = device or torch.device("cpu")
     for x, y in loader:
-        pred = (torch.sigmoid(model(x)) >= threshold).numpy()[:, 0]
+        with autocast(device, precision):
+            logits = model(x.to(device, non_blocking=True))
+        pred = (torch.sigmoid(logits.float()) >= threshold).cpu().numpy()[:, 0]
         yield from zip(pred, y.numpy()[:, 0] > 0.5)
 
 
-def evaluate_model(model, loader, threshold: float = 0.5) -> Dict[str, float]:
+def evaluate_model(model, loader, threshold: float = 0.5, device: Optional[torch.device] = None, precision: TrainPrecision = TrainPrecision.FP32) -> Dict[str, float]:
     """Metrics at the network's resolution, as the papers evaluate."""
     acc = MetricAccumulator()
-    for p, g in predict_masks(model, loader, threshold):
+    for p, g in predict_masks(model, loader, threshold, device, precision):
         acc.update(p, g)
     return acc.compute()
 
@@ -117,6 +151,69 @@ def _write_logs(out: Path, history: List[dict]) -> None:
     os.replace(out / ".curves.png.tmp.png", out / "curves.png")
 
 
+def _loaders(cfg: TrainConfig, pre: PreprocessConfig, device: torch.device, gen: torch.Generator):
+    train_ds = SegmentationDataset(subset(list_samples(cfg.data, "train"), cfg.max_train_images), pre, augment=cfg.augment, seed=cfg.seed, progress=cfg.progress)
+    val_ds = SegmentationDataset(subset(list_samples(cfg.data, "val"), cfg.max_val_images), pre, progress=cfg.progress)
+    # no persistent workers: each epoch's workers must see the dataset's new epoch (it seeds the augmentations)
+    extra = {"pin_memory": device.type == "cuda"}
+    train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, generator=gen, **extra)
+    val_dl = DataLoader(val_ds, batch_size=16, num_workers=cfg.workers, **extra)
+    return train_ds, train_dl, val_dl
+
+
+def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler, gen) -> Tuple[int, List[dict], dict]:
+    ck = load_checkpoint(path)
+    if ck["config"]["model"] != cfg.model:
+        raise CheckpointError(f"{path}: checkpoint is for model {ck['config']['model']!r}, not {cfg.model!r}")
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    if "scaler" in ck and scaler.is_enabled():
+        scaler.load_state_dict(ck["scaler"])
+    torch.set_rng_state(ck["torch_rng"])
+    gen.set_state(ck["loader_rng"])
+    start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
+    t_max = min(recipe.t_max, cfg.epochs)
+    if sched.T_max != t_max:
+        # --epochs changed on resume: continue on the new cosine from the closed-form LR at this epoch
+        print(f"schedule: T_max {sched.T_max} -> {t_max} epochs from epoch {start}")
+        sched.T_max = t_max
+        for group, lr in zip(opt.param_groups, sched._get_closed_form_lr()):
+            group["lr"] = lr
+    print(f"resumed from {path} at epoch {start} (best val mDice {best['mdice']:.4f} at epoch {best['epoch'] + 1})")
+    return start, history, best
+
+
+def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, precision: TrainPrecision, desc: Optional[str]) -> Tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, mean batch Dice of the final output)."""
+    model.train()
+    base_loss = LOSSES[recipe.loss]
+    losses, dices = [], []
+    it = loader
+    if desc:
+        from tqdm import tqdm
+
+        it = tqdm(loader, desc=desc, unit="batch", leave=False)
+    for x, y in it:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, precision):
+            final, stages = model.forward_train(x)
+        final, stages = final.float(), [s.float() for s in stages or []]
+        loss = group_loss(base_loss, final, stages, y, recipe.group_weights) if recipe.group_weights and stages else base_loss(final, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        with torch.no_grad():
+            p = (final >= 0).float()
+            d = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+        losses.append(loss.detach())
+        dices.append(d)
+        if desc and len(losses) % 20 == 0:
+            it.set_postfix(loss=f"{float(torch.stack(losses[-20:]).mean()):.4f}")
+    return float(torch.stack(losses).mean()), float(torch.stack(dices).mean())
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     cfg = _resolved(cfg)
     recipe = recipe_for(cfg.model)
@@ -128,41 +225,27 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    precision = TrainPrecision(cfg.precision)
+    autocast(device, precision)  # refuses fp16 on CPU before any image is decoded
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: let cuDNN pick its fastest kernels
 
     pre = _preprocess_for(cfg)
-    train_ds = SegmentationDataset(subset(list_samples(cfg.data, "train"), cfg.max_train_images), pre, augment=True, seed=cfg.seed, progress=cfg.progress)
-    val_ds = SegmentationDataset(subset(list_samples(cfg.data, "val"), cfg.max_val_images), pre, augment=False, progress=cfg.progress)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, generator=gen)
-    val_dl = DataLoader(val_ds, batch_size=16, num_workers=cfg.workers)
+    train_ds, train_dl, val_dl = _loaders(cfg, pre, device, gen)
 
-    model = create_model(cfg.model)
+    model = create_model(cfg.model).to(device)
     opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
-    base_loss = LOSSES[recipe.loss]
+    scaler = torch.amp.GradScaler(device.type, enabled=precision is TrainPrecision.FP16)
 
     start, history, best = 0, [], {"epoch": -1, "mdice": -1.0}
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
-        ck = load_checkpoint(last_path)
-        if ck["config"]["model"] != cfg.model:
-            raise CheckpointError(f"{last_path}: checkpoint is for model {ck['config']['model']!r}, not {cfg.model!r}")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["torch_rng"])
-        gen.set_state(ck["loader_rng"])
-        start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
-        t_max = min(recipe.t_max, cfg.epochs)
-        if sched.T_max != t_max:
-            # --epochs changed on resume: continue on the new cosine from the closed-form LR at this epoch
-            print(f"schedule: T_max {sched.T_max} -> {t_max} epochs from epoch {start}")
-            sched.T_max = t_max
-            for group, lr in zip(opt.param_groups, sched._get_closed_form_lr()):
-                group["lr"] = lr
-        print(f"resumed from {last_path} at epoch {start} (best val mDice {best['mdice']:.4f} at epoch {best['epoch'] + 1})")
+        start, history, best = _resume(last_path, cfg, recipe, model, opt, sched, scaler, gen)
 
-    meta = {"config": {k: v for k, v in asdict(cfg).items() if v is not None}, "preprocess": pre.to_dict(), "recipe": asdict(recipe)}
+    config = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items() if v is not None}
+    meta = {"config": config, "preprocess": pre.to_dict(), "recipe": asdict(recipe)}
     stopped_early = False
     t_run = time.perf_counter()
     for epoch in range(start, cfg.epochs):
@@ -170,47 +253,35 @@ def train(cfg: TrainConfig) -> TrainResult:
             stopped_early = True
             print(f"early stop: no better val mDice for {cfg.patience} epochs")
             break
-        model.train()
         train_ds.set_epoch(epoch)
         t0 = time.perf_counter()
-        losses, dices = [], []
-        it = train_dl
-        if cfg.progress:
-            from tqdm import tqdm
-
-            it = tqdm(train_dl, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-        for x, y in it:
-            final, stages = model.forward_train(x)
-            loss = group_loss(base_loss, final, stages, y, recipe.group_weights) if recipe.group_weights and stages else base_loss(final, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                p = (final >= 0).float()
-                d = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-            losses.append(loss.item())
-            dices.append(float(d))
-            if cfg.progress:
-                it.set_postfix(loss=f"{np.mean(losses):.4f}", dice=f"{np.mean(dices):.4f}")
-        if not math.isfinite(np.mean(losses)):
-            raise LightsegError(f"training diverged at epoch {epoch + 1} (loss {np.mean(losses)}); lower --lr")
+        train_loss, train_dice = _train_epoch(model, train_dl, opt, scaler, recipe, device, precision, f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None)
+        if not math.isfinite(train_loss):
+            raise LightsegError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower --lr")
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        val = evaluate_model(model, val_dl)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": float(np.mean(losses)), "train_dice": float(np.mean(dices)),
+        val = evaluate_model(model, val_dl, device=device, precision=precision)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_dice": train_dice,
                "val_mdice": val["mdice"], "val_miou": val["miou"], "val_dice_star": val["dice_star"], "seconds": round(time.perf_counter() - t0, 1)}
         history.append(row)
         improved = val["mdice"] > best["mdice"]
         if improved:
             best = {"epoch": epoch, "mdice": val["mdice"], "val": val}
-            save_checkpoint(best_path, {"model": model.state_dict(), "epoch": epoch, "val": val, **meta})
-        save_checkpoint(last_path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                    "torch_rng": torch.get_rng_state(), "loader_rng": gen.get_state(), "epoch": epoch,
-                                    "history": history, "best": best, **meta})
+            save_checkpoint(best_path, {"model": _cpu(model.state_dict()), "epoch": epoch, "val": val, **meta})
+        save_checkpoint(last_path, {"model": _cpu(model.state_dict()), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                    "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(), "loader_rng": gen.get_state(),
+                                    "epoch": epoch, "history": history, "best": best, **meta})
         _write_logs(out, history)
         done = epoch + 1 - start
         eta = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
         print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train Dice {row['train_dice']:.4f}  "
               f"val mDice {val['mdice']:.4f}  val mIoU {val['miou']:.4f}  lr {lr:.2e}  {row['seconds']:.0f}s  "
               f"{'*best*  ' if improved else ''}ETA {eta / 60:.0f} min", flush=True)
+        if cfg.max_minutes is not None and time.perf_counter() - t_run > cfg.max_minutes * 60 and epoch + 1 < cfg.epochs:
+            print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}; continue with --resume", flush=True)
+            break
     return TrainResult(best["epoch"] + 1, best.get("val", {}), len(history), stopped_early, best_path, out)
+
+
+def _cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in state.items()}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lightseg_edge.data import detect_layout, list_samples, read_image, read_mask
+from lightseg_edge.data.augment import Augmentation
 from lightseg_edge.data.dataset import SegmentationDataset, load_pair
 from lightseg_edge.errors import DataError
 from lightseg_edge.types import PreprocessConfig
@@ -101,7 +102,7 @@ def test_empty_and_unknown_folders(tmp_path):
 
 def test_augmentation_is_per_sample_and_reproducible(sample_dir):
     samples = list_samples(sample_dir, "train")
-    ds = SegmentationDataset([samples[0]] * 6, PreprocessConfig(size=(64, 64)), augment=True, seed=1)
+    ds = SegmentationDataset([samples[0]] * 6, PreprocessConfig(size=(64, 64)), augment=Augmentation.PAPER, seed=1)
     views = [ds[i][0].numpy() for i in range(6)]
     assert any(not np.array_equal(views[0], v) for v in views[1:]), "every sample got the same augmentation"
     assert np.array_equal(ds[3][0].numpy(), views[3])  # same (seed, epoch, index) -> same view

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import pytest
 import torch
 
 from lightseg_edge.cli import eval as eval_cli
@@ -47,3 +49,37 @@ def test_cli_errors_exit_2(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert eval_cli.main(["--model", "ucmnet", "--weights", str(bad), "--data", str(tmp_path)]) == 2
     assert "bad.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_continues_the_same_run(sample_dir, tmp_path, precision):
+    """Two epochs in one go and one + one resumed give the same weights, LR schedule and history."""
+    base = ["--model", "ucmnet", "--data", str(sample_dir), "--img-size", "128", "--batch-size", "2", "--no-progress",
+            "--device", "cpu", "--precision", precision, "--threads", "1", "--epochs", "2"]
+    assert train_cli.main(base + ["--out", str(tmp_path / "a")]) == 0
+    assert train_cli.main(base + ["--out", str(tmp_path / "b"), "--max-minutes", "0"]) == 0  # stops after one epoch
+    assert [h["epoch"] for h in torch.load(tmp_path / "b" / "last.pt", weights_only=True)["history"]] == [1]
+    assert train_cli.main(base + ["--out", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = (torch.load(tmp_path / r / "last.pt", weights_only=True) for r in "ab")
+    assert [h["lr"] for h in a["history"]] == [h["lr"] for h in b["history"]]
+    for k, v in a["model"].items():
+        torch.testing.assert_close(b["model"][k], v, rtol=0, atol=1e-6, msg=k)
+
+
+def test_fp16_training_needs_cuda(sample_dir, tmp_path, capsys):
+    args = ["--model", "ucmnet", "--data", str(sample_dir), "--out", str(tmp_path / "o"), "--device", "cpu", "--precision", "fp16"]
+    assert train_cli.main(args) == 2
+    assert "fp16 training needs a CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_train_on_cuda(sample_dir, tmp_path, precision):
+    out = tmp_path / "run"
+    args = ["--model", "lmsaunet", "--data", str(sample_dir), "--out", str(out), "--img-size", "64", "--batch-size", "2",
+            "--no-progress", "--device", "cuda", "--precision", precision, "--epochs", "2", "--workers", "2"]
+    assert train_cli.main(args) == 0
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert all(v.device.type == "cpu" for v in ck["model"].values())  # checkpoints load anywhere
+    assert all(math.isfinite(h["train_loss"]) for h in ck["history"])
+    create_model("lmsaunet", checkpoint=out / "best.pt")
