@@ -7,9 +7,26 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ._common import default_data_dir, run_cli
+
+
+DEFAULT_OVERLAYS = 20
+
+
+def _overlay_spec(text: str) -> Tuple[int, int]:
+    """(worst, best) counts from 'worst', 'worst:K', 'best:K' or 'K'."""
+    kind, _, count = text.partition(":")
+    try:
+        if kind.isdigit() and not count:
+            return int(kind), int(kind)
+        k = int(count) if count else DEFAULT_OVERLAYS
+        if kind in ("worst", "best") and k > 0:
+            return (k, 0) if kind == "worst" else (0, k)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected 'worst', 'worst:K', 'best:K' or K (K a positive integer), got {text!r}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,13 +34,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--weights", help="trainer checkpoint or .safetensors (default: the shipped pretrained weights)")
     p.add_argument("--data", default=default_data_dir(), help="dataset root (layout auto-detected)")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
+                   help="'all' for a collection used only for testing (PH2, another clinic's folder)")
     p.add_argument("--img-size", type=int, help="square network input size (default: the model's)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--max-images", type=int)
     p.add_argument("--out", help="write metrics.json, per_image.csv and overlays/ here")
-    p.add_argument("--overlays", type=int, default=0, metavar="K", help="save overlays of the K best and K worst cases")
+    p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
+                   help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")
     p.add_argument("--threads", type=int)
     return p
 
@@ -44,6 +63,8 @@ def _run(argv: List[str]) -> int:
 
     if not args.data:
         raise DataError("no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
+    if args.overlays and not args.out:
+        _parser().error("--overlays: needs --out DIR to write the overlays to")
     if args.threads:
         torch.set_num_threads(args.threads)
     pre = get_model_config(args.model).preprocess
@@ -51,7 +72,7 @@ def _run(argv: List[str]) -> int:
         pre = type(pre)(size=(args.img_size, args.img_size), mode=pre.mode, mean=pre.mean, std=pre.std)
     weights = Path(args.weights) if args.weights else pretrained_path(args.model)
     model = create_model(args.model, checkpoint=weights).eval()
-    samples = subset(list_samples(args.data, args.split), args.max_images)
+    samples = subset(list_samples(args.data, None if args.split == "all" else args.split), args.max_images)
     ds = SegmentationDataset(samples, pre)
     acc = MetricAccumulator()
     preds = []
@@ -64,6 +85,9 @@ def _run(argv: List[str]) -> int:
     print(f"{args.model} on {args.split} ({metrics['images']} images, {pre.size[0]}x{pre.size[1]}):")
     for k in ("mdice", "miou", "dice_star", "iou_star", "accuracy", "sensitivity", "specificity", "fwiou"):
         print(f"  {k:12s} {metrics[k]:.4f}")
+    n = metrics["images"]
+    print(f"  per-image Dice: p5 {metrics['dice_p5']:.4f}  p10 {metrics['dice_p10']:.4f}  median {metrics['dice_median']:.4f}  "
+          f"below 0.5: {metrics['dice_below_0_5']} of {n} ({100 * metrics['dice_below_0_5'] / n:.1f}%)")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +104,8 @@ def _run(argv: List[str]) -> int:
             from ..data.io import write_png_atomic
 
             (out / "overlays").mkdir(exist_ok=True)
-            chosen = [("worst", r) for r in rows[: args.overlays]] + [("best", r) for r in rows[-args.overlays:]]
+            n_worst, n_best = args.overlays
+            chosen = [("worst", r) for r in rows[:n_worst]] + [("best", r) for r in rows[len(rows) - n_best:]]
             for tag, (d, _, i) in chosen:
                 img = draw_contours(ds.images[i], preds[i], ds.masks[i])
                 write_png_atomic(out / "overlays" / f"{tag}_{samples[i].case_id}_dice{d:.3f}.png", img)

@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="autocast dtype: bf16 on CUDA or a CPU with native bf16; fp16 on CUDA only")
     p.add_argument("--augment", choices=[m.value for m in Augmentation], default=Augmentation.ROBUST.value,
                    help="robust (default): geometry, colour, blur and noise for other cameras and clinics; paper: rotate + flips")
-    p.add_argument("--max-minutes", type=float, help="stop cleanly after the epoch that crosses this budget (resume with --resume)")
+    p.add_argument("--max-minutes", type=float, help="stop cleanly once this budget is spent, checkpointed mid-epoch if need be (continue with --resume)")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also write last.pt mid-epoch at this interval (default 10)")
     return p
 
 
@@ -48,7 +49,7 @@ def _run(argv: List[str]) -> int:
         lr=args.lr, img_size=args.img_size, workers=args.workers, seed=args.seed, patience=args.patience,
         max_train_images=args.max_train_images, max_val_images=args.max_val_images, threads=args.threads,
         resume=args.resume, progress=not args.no_progress, device=args.device, precision=TrainPrecision(args.precision),
-        augment=Augmentation(args.augment), max_minutes=args.max_minutes,
+        augment=Augmentation(args.augment), max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
     )
     res = train(cfg)
     print(f"best val mDice {res.best_val.get('mdice', float('nan')):.4f} at epoch {res.best_epoch}; checkpoint {res.best_checkpoint}")

@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from ..errors import DataError
 from ..types import PreprocessConfig
@@ -67,3 +67,21 @@ class SegmentationDataset(Dataset):
 
 def subset(samples: Sequence[Sample], limit: Optional[int]) -> List[Sample]:
     return list(samples) if not limit else list(samples)[:limit]
+
+
+class EpochShuffle(Sampler):
+    """A shuffle that depends on (seed, epoch) only, read from position ``start``: a run resumed mid-epoch sees the
+    rest of exactly the order it was interrupted in."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
+        return iter(order[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return self.n - self.start

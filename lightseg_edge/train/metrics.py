@@ -8,6 +8,8 @@ Two families, because the papers use both:
 Empty masks: an image whose ground truth and prediction are both empty scores IoU = Dice = 1 (a correct "no
 lesion"); an empty ground truth with any predicted pixel scores 0. Dataset-level ratios whose denominator is 0
 (e.g. sensitivity with no lesion pixels at all) are reported as NaN rather than a made-up value.
+
+The per-image Dice tail (p5, p10, median and the count of images below 0.5) is reported beside the means.
 """
 
 from __future__ import annotations
@@ -87,4 +89,15 @@ class MetricAccumulator:
     def compute(self) -> Dict[str, float]:
         if not self.per_image_iou:
             raise ValueError("no images were evaluated")
-        return {"miou": float(np.mean(self.per_image_iou)), "mdice": float(np.mean(self.per_image_dice)), **summary(self.total), "images": len(self.per_image_iou)}
+        return {"miou": float(np.mean(self.per_image_iou)), "mdice": float(np.mean(self.per_image_dice)), **summary(self.total),
+                **dice_tail(self.per_image_dice), "images": len(self.per_image_iou)}
+
+
+FAILED_DICE = 0.5  # an image segmented below this Dice is a failed case
+
+
+def dice_tail(per_image_dice: List[float]) -> Dict[str, float]:
+    """The low end of the per-image Dice distribution: what fails in a clinic hides behind a good mean."""
+    d = np.asarray(per_image_dice, dtype=np.float64)
+    p5, p10, median = np.percentile(d, [5, 10, 50])
+    return {"dice_p5": float(p5), "dice_p10": float(p10), "dice_median": float(median), "dice_below_0_5": int(np.count_nonzero(d < FAILED_DICE))}

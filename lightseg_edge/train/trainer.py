@@ -8,17 +8,17 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from ..data.augment import Augmentation
-from ..data.dataset import SegmentationDataset, subset
+from ..data.dataset import EpochShuffle, SegmentationDataset, subset
 from ..data.layouts import list_samples
 from ..errors import CheckpointError, LightsegError
 from ..models import create_model, get_model_config
@@ -49,7 +49,8 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:N"
     precision: TrainPrecision = TrainPrecision.FP32  # autocast dtype of the forward pass
     augment: Augmentation = Augmentation.ROBUST
-    max_minutes: Optional[float] = None  # stop cleanly after the epoch that crosses this wall-clock budget
+    max_minutes: Optional[float] = None  # stop cleanly (checkpointed, mid-epoch if need be) once this budget is spent
+    checkpoint_minutes: float = 10.0  # last.pt is also written mid-epoch at this interval
 
 
 @dataclass(frozen=True)
@@ -151,17 +152,42 @@ def _write_logs(out: Path, history: List[dict]) -> None:
     os.replace(out / ".curves.png.tmp.png", out / "curves.png")
 
 
-def _loaders(cfg: TrainConfig, pre: PreprocessConfig, device: torch.device, gen: torch.Generator):
+def _loaders(cfg: TrainConfig, pre: PreprocessConfig, device: torch.device):
     train_ds = SegmentationDataset(subset(list_samples(cfg.data, "train"), cfg.max_train_images), pre, augment=cfg.augment, seed=cfg.seed, progress=cfg.progress)
     val_ds = SegmentationDataset(subset(list_samples(cfg.data, "val"), cfg.max_val_images), pre, progress=cfg.progress)
     # no persistent workers: each epoch's workers must see the dataset's new epoch (it seeds the augmentations)
     extra = {"pin_memory": device.type == "cuda"}
-    train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, generator=gen, **extra)
+    sampler = EpochShuffle(len(train_ds), cfg.seed)
+    train_dl = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(train_ds) > cfg.batch_size, num_workers=cfg.workers, **extra)
     val_dl = DataLoader(val_ds, batch_size=16, num_workers=cfg.workers, **extra)
-    return train_ds, train_dl, val_dl
+    return train_ds, sampler, train_dl, val_dl
 
 
-def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler, gen) -> Tuple[int, List[dict], dict]:
+@dataclass
+class _Progress:
+    """How far the current epoch got: saved in mid-epoch checkpoints so a resumed run picks up at the next batch."""
+
+    epoch: int
+    batches: int = 0
+    loss_sum: float = 0.0
+    dice_sum: float = 0.0
+
+
+@dataclass
+class _Clock:
+    checkpoint_s: float
+    budget_s: Optional[float]
+    start: float = field(default_factory=time.perf_counter)
+    saved: float = field(default_factory=time.perf_counter)
+
+    def checkpoint_due(self) -> bool:
+        return time.perf_counter() - self.saved >= self.checkpoint_s
+
+    def out_of_time(self) -> bool:
+        return self.budget_s is not None and time.perf_counter() - self.start >= self.budget_s
+
+
+def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> Tuple[_Progress, List[dict], dict]:
     ck = load_checkpoint(path)
     if ck["config"]["model"] != cfg.model:
         raise CheckpointError(f"{path}: checkpoint is for model {ck['config']['model']!r}, not {cfg.model!r}")
@@ -171,8 +197,8 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler, gen
     if "scaler" in ck and scaler.is_enabled():
         scaler.load_state_dict(ck["scaler"])
     torch.set_rng_state(ck["torch_rng"])
-    gen.set_state(ck["loader_rng"])
     start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
+    part = _Progress(**ck["partial"]) if ck.get("partial", {}).get("epoch") == start else _Progress(start)
     t_max = min(recipe.t_max, cfg.epochs)
     if sched.T_max != t_max:
         # --epochs changed on resume: continue on the new cosine from the closed-form LR at this epoch
@@ -180,20 +206,22 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler, gen
         sched.T_max = t_max
         for group, lr in zip(opt.param_groups, sched._get_closed_form_lr()):
             group["lr"] = lr
-    print(f"resumed from {path} at epoch {start} (best val mDice {best['mdice']:.4f} at epoch {best['epoch'] + 1})")
-    return start, history, best
+    at = f"epoch {start + 1}, batch {part.batches + 1}" if part.batches else f"epoch {start + 1}"
+    print(f"resumed from {path} at {at} (best val mDice {best['mdice']:.4f} at epoch {best['epoch'] + 1})")
+    return part, history, best
 
 
-def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, precision: TrainPrecision, desc: Optional[str]) -> Tuple[float, float]:
-    """One pass over ``loader``; returns (mean loss, mean batch Dice of the final output)."""
+def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, precision: TrainPrecision, part: _Progress,
+                 clock: _Clock, save: Callable[[_Progress], None], desc: Optional[str]) -> bool:
+    """Train from batch ``part.batches`` of the epoch on, accumulating into ``part``; False when the time budget ran out
+    mid-epoch (``part`` is then saved, and a resumed run continues with the next batch)."""
     model.train()
     base_loss = LOSSES[recipe.loss]
-    losses, dices = [], []
     it = loader
     if desc:
         from tqdm import tqdm
 
-        it = tqdm(loader, desc=desc, unit="batch", leave=False)
+        it = tqdm(loader, desc=desc, unit="batch", leave=False, initial=part.batches, total=part.batches + len(loader))
     for x, y in it:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, precision):
@@ -206,12 +234,16 @@ def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, preci
         scaler.update()
         with torch.no_grad():
             p = (final >= 0).float()
-            d = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
-        losses.append(loss.detach())
-        dices.append(d)
-        if desc and len(losses) % 20 == 0:
-            it.set_postfix(loss=f"{float(torch.stack(losses[-20:]).mean()):.4f}")
-    return float(torch.stack(losses).mean()), float(torch.stack(dices).mean())
+            dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+        part.batches, part.loss_sum, part.dice_sum = part.batches + 1, part.loss_sum + float(loss.detach()), part.dice_sum + float(dice)
+        if desc:
+            it.set_postfix(loss=f"{part.loss_sum / part.batches:.4f}")
+        if clock.out_of_time():
+            save(part)
+            return False
+        if clock.checkpoint_due():
+            save(part)
+    return True
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -231,31 +263,42 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: let cuDNN pick its fastest kernels
 
     pre = _preprocess_for(cfg)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    train_ds, train_dl, val_dl = _loaders(cfg, pre, device, gen)
-
+    train_ds, sampler, train_dl, val_dl = _loaders(cfg, pre, device)
     model = create_model(cfg.model).to(device)
     opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision is TrainPrecision.FP16)
 
-    start, history, best = 0, [], {"epoch": -1, "mdice": -1.0}
+    part, history, best = _Progress(0), [], {"epoch": -1, "mdice": -1.0}
     last_path, best_path = out / "last.pt", out / "best.pt"
     if cfg.resume and last_path.is_file():
-        start, history, best = _resume(last_path, cfg, recipe, model, opt, sched, scaler, gen)
+        part, history, best = _resume(last_path, cfg, recipe, model, opt, sched, scaler)
 
     config = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items() if v is not None}
     meta = {"config": config, "preprocess": pre.to_dict(), "recipe": asdict(recipe)}
+    clock = _Clock(cfg.checkpoint_minutes * 60, None if cfg.max_minutes is None else cfg.max_minutes * 60)
+
+    def save_last(progress: _Progress) -> None:
+        save_checkpoint(last_path, {"model": _cpu(model.state_dict()), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                    "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": progress.epoch - 1,
+                                    "partial": asdict(progress), "history": history, "best": best, **meta})
+        clock.saved = time.perf_counter()
+
     stopped_early = False
-    t_run = time.perf_counter()
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(part.epoch, cfg.epochs):
         if cfg.patience and epoch - best["epoch"] > cfg.patience and best["epoch"] >= 0:
             stopped_early = True
             print(f"early stop: no better val mDice for {cfg.patience} epochs")
             break
+        part = part if part.epoch == epoch else _Progress(epoch)
         train_ds.set_epoch(epoch)
+        sampler.set_epoch(epoch, part.batches * cfg.batch_size)
         t0 = time.perf_counter()
-        train_loss, train_dice = _train_epoch(model, train_dl, opt, scaler, recipe, device, precision, f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None)
+        desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
+        if not _train_epoch(model, train_dl, opt, scaler, recipe, device, precision, part, clock, save_last, desc):
+            print(f"time budget of {cfg.max_minutes} min reached at epoch {epoch + 1}, batch {part.batches}; checkpointed, continue with --resume", flush=True)
+            break
+        train_loss, train_dice = part.loss_sum / max(part.batches, 1), part.dice_sum / max(part.batches, 1)
         if not math.isfinite(train_loss):
             raise LightsegError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower --lr")
         lr = opt.param_groups[0]["lr"]
@@ -268,16 +311,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         if improved:
             best = {"epoch": epoch, "mdice": val["mdice"], "val": val}
             save_checkpoint(best_path, {"model": _cpu(model.state_dict()), "epoch": epoch, "val": val, **meta})
-        save_checkpoint(last_path, {"model": _cpu(model.state_dict()), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                    "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(), "loader_rng": gen.get_state(),
-                                    "epoch": epoch, "history": history, "best": best, **meta})
+        save_last(_Progress(epoch + 1))
         _write_logs(out, history)
-        done = epoch + 1 - start
-        eta = (time.perf_counter() - t_run) / done * (cfg.epochs - epoch - 1)
-        print(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  train Dice {row['train_dice']:.4f}  "
-              f"val mDice {val['mdice']:.4f}  val mIoU {val['miou']:.4f}  lr {lr:.2e}  {row['seconds']:.0f}s  "
-              f"{'*best*  ' if improved else ''}ETA {eta / 60:.0f} min", flush=True)
-        if cfg.max_minutes is not None and time.perf_counter() - t_run > cfg.max_minutes * 60 and epoch + 1 < cfg.epochs:
+        print(f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}  train Dice {train_dice:.4f}  val mDice {val['mdice']:.4f}  "
+              f"val mIoU {val['miou']:.4f}  lr {lr:.2e}  {row['seconds']:.0f}s  {'*best*' if improved else ''}", flush=True)
+        if clock.out_of_time() and epoch + 1 < cfg.epochs:
             print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}; continue with --resume", flush=True)
             break
     return TrainResult(best["epoch"] + 1, best.get("val", {}), len(history), stopped_early, best_path, out)

@@ -61,3 +61,11 @@ def test_shape_mismatch_and_no_images():
         Confusion.of(np.zeros((2, 2)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="no images"):
         MetricAccumulator().compute()
+
+
+def test_dice_tail_by_hand():
+    from lightseg_edge.train.metrics import dice_tail
+
+    # numpy's linear percentiles on 6 values: p5 at position 0.25, p10 at 0.5, median between the 3rd and 4th
+    tail = dice_tail([1.0, 0.0, 0.8, 0.4, 0.9, 0.6])
+    assert tail == pytest.approx({"dice_p5": 0.1, "dice_p10": 0.2, "dice_median": 0.7, "dice_below_0_5": 2})

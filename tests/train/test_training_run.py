@@ -53,15 +53,17 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_resume_continues_the_same_run(sample_dir, tmp_path, precision):
-    """Two epochs in one go and one + one resumed give the same weights, LR schedule and history."""
+    """Two epochs in one go, and the same run killed after its first batch and resumed, give the same weights, LRs and history."""
     base = ["--model", "ucmnet", "--data", str(sample_dir), "--img-size", "128", "--batch-size", "2", "--no-progress",
             "--device", "cpu", "--precision", precision, "--threads", "1", "--epochs", "2"]
     assert train_cli.main(base + ["--out", str(tmp_path / "a")]) == 0
-    assert train_cli.main(base + ["--out", str(tmp_path / "b"), "--max-minutes", "0"]) == 0  # stops after one epoch
-    assert [h["epoch"] for h in torch.load(tmp_path / "b" / "last.pt", weights_only=True)["history"]] == [1]
+    assert train_cli.main(base + ["--out", str(tmp_path / "b"), "--max-minutes", "0"]) == 0  # stops after one batch
+    interrupted = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert interrupted["history"] == [] and interrupted["partial"]["batches"] == 1 and interrupted["epoch"] == -1
     assert train_cli.main(base + ["--out", str(tmp_path / "b"), "--resume"]) == 0
     a, b = (torch.load(tmp_path / r / "last.pt", weights_only=True) for r in "ab")
-    assert [h["lr"] for h in a["history"]] == [h["lr"] for h in b["history"]]
+    for ha, hb in zip(a["history"], b["history"], strict=True):
+        assert ha["lr"] == hb["lr"] and math.isclose(ha["train_loss"], hb["train_loss"], rel_tol=1e-5)
     for k, v in a["model"].items():
         torch.testing.assert_close(b["model"][k], v, rtol=0, atol=1e-6, msg=k)
 
