@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable, List, Optional
@@ -37,3 +38,32 @@ def default_data_dir() -> Optional[str]:
         if cand.is_dir():
             return str(cand.resolve())
     return None
+
+
+def _number(kind: type, low: float, inclusive: bool, words: str) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` above ``low`` (or at it, when ``inclusive``), with one rule's words."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if value < low or (value == low and not inclusive) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}")
+        return value
+
+    parse.__name__ = words  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 0, False, "a positive integer")
+non_negative_int = _number(int, 0, True, "an integer >= 0")
+positive_float = _number(float, 0.0, False, "a positive number")
+non_negative_float = _number(float, 0.0, True, "a number >= 0")
+
+
+def probability(text: str) -> float:
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ._common import default_data_dir, run_cli
+from ._common import default_data_dir, positive_int, probability, run_cli
 
 
 DEFAULT_OVERLAYS = 20
@@ -36,14 +36,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=default_data_dir(), help="dataset root (layout auto-detected)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                    help="'all' for a collection used only for testing (PH2, another clinic's folder)")
-    p.add_argument("--img-size", type=int, help="square network input size (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--threshold", type=float, default=0.5)
-    p.add_argument("--max-images", type=int)
+    p.add_argument("--img-size", type=positive_int, help="square network input size (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--threshold", type=probability, default=0.5)
+    p.add_argument("--max-images", type=positive_int)
     p.add_argument("--out", help="write metrics.json, per_image.csv and overlays/ here")
     p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
                    help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
     return p
 
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from ..data.augment import Augmentation
 from ..types import TrainPrecision
-from ._common import default_data_dir, run_cli
+from ._common import default_data_dir, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -15,16 +15,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="registry name (see lightseg_edge.list_models())")
     p.add_argument("--data", default=default_data_dir(), help="dataset root (layout auto-detected; split.csv honoured)")
     p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
-    p.add_argument("--epochs", type=int, help="default: the paper recipe's")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--img-size", type=int, help="square input size (multiple of the model stride)")
-    p.add_argument("--workers", type=int, default=0)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--patience", type=int, default=30, help="early stopping patience in epochs (0 = off)")
-    p.add_argument("--threads", type=int, help="torch intra-op threads")
-    p.add_argument("--max-train-images", type=int, help="use only the first N training images (quick runs)")
-    p.add_argument("--max-val-images", type=int)
+    p.add_argument("--epochs", type=positive_int, help="default: the paper recipe's")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--img-size", type=positive_int, help="square input size (multiple of the model stride)")
+    p.add_argument("--workers", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=42)
+    p.add_argument("--patience", type=non_negative_int, default=30, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads")
+    p.add_argument("--max-train-images", type=positive_int, help="use only the first N training images (quick runs)")
+    p.add_argument("--max-val-images", type=positive_int)
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
@@ -32,8 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="autocast dtype: bf16 on CUDA or a CPU with native bf16; fp16 on CUDA only")
     p.add_argument("--augment", choices=[m.value for m in Augmentation], default=Augmentation.ROBUST.value,
                    help="robust (default): geometry, colour, blur and noise for other cameras and clinics; paper: rotate + flips")
-    p.add_argument("--max-minutes", type=float, help="stop cleanly once this budget is spent, checkpointed mid-epoch if need be (continue with --resume)")
-    p.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also write last.pt mid-epoch at this interval (default 10)")
+    p.add_argument("--max-minutes", type=non_negative_float, help="stop cleanly once this budget is spent, checkpointed mid-epoch if need be (continue with --resume)")
+    p.add_argument("--checkpoint-minutes", type=positive_float, default=10.0, help="also write last.pt mid-epoch at this interval (default 10)")
     return p
 
 

@@ -52,6 +52,17 @@ class TrainConfig:
     max_minutes: Optional[float] = None  # stop cleanly (checkpointed, mid-epoch if need be) once this budget is spent
     checkpoint_minutes: float = 10.0  # last.pt is also written mid-epoch at this interval
 
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "lr", "img_size", "max_train_images", "max_val_images", "threads", "checkpoint_minutes")
+        for name in positive:
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise LightsegError(f"{name}: expected a positive number, got {value!r}")
+        for name in ("workers", "patience", "max_minutes"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise LightsegError(f"{name}: expected a number >= 0, got {value!r}")
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -271,6 +282,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     part, history, best = _Progress(0), [], {"epoch": -1, "mdice": -1.0}
     last_path, best_path = out / "last.pt", out / "best.pt"
+    if not cfg.resume and (last_path.exists() or best_path.exists()):
+        raise LightsegError(f"{out}: already holds a training run (last.pt/best.pt); pass --resume to continue it, or another --out")
     if cfg.resume and last_path.is_file():
         part, history, best = _resume(last_path, cfg, recipe, model, opt, sched, scaler)
 

@@ -85,3 +85,23 @@ def test_train_on_cuda(sample_dir, tmp_path, precision):
     assert all(v.device.type == "cpu" for v in ck["model"].values())  # checkpoints load anywhere
     assert all(math.isfinite(h["train_loss"]) for h in ck["history"])
     create_model("lmsaunet", checkpoint=out / "best.pt")
+
+
+def test_a_second_run_never_replaces_the_first(sample_dir, tmp_path, capsys):
+    args = ["--model", "ucmnet", "--data", str(sample_dir), "--out", str(tmp_path), "--img-size", "128", "--batch-size", "4",
+            "--no-progress", "--epochs", "1", "--max-train-images", "4", "--max-val-images", "2"]
+    assert train_cli.main(args) == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    assert train_cli.main(args) == 2
+    assert "already holds a training run" in capsys.readouterr().err
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"), ("--lr", "0"), ("--img-size", "x"),
+                                        ("--workers", "-2"), ("--max-minutes", "-1"), ("--checkpoint-minutes", "0")])
+def test_bad_numbers_exit_2_naming_the_flag(sample_dir, tmp_path, flag, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        train_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--out", str(tmp_path), flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in err and repr(value) in err and not list(tmp_path.iterdir())
