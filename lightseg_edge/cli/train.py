@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from ..data.augment import Augmentation
 from ..types import TrainPrecision
 from ._common import default_data_dir, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
+
+
+def _progressive(text: str) -> Tuple[int, int]:
+    size, _, epochs = text.partition(":")
+    try:
+        return positive_int(size), non_negative_int(epochs)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected SIZE:EPOCHS (e.g. 128:60), got {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=[m.value for m in Augmentation], default=Augmentation.ROBUST.value,
                    help="robust (default): geometry, colour, blur and noise for other cameras and clinics; paper: rotate + flips")
     p.add_argument("--max-minutes", type=non_negative_float, help="stop cleanly once this budget is spent, checkpointed mid-epoch if need be (continue with --resume)")
+    p.add_argument("--progressive", type=_progressive, metavar="SIZE:EPOCHS",
+                   help="progressive resizing: train the first EPOCHS epochs at SIZE x SIZE (e.g. 128:60), the rest and all validation at full size")
     p.add_argument("--checkpoint-minutes", type=positive_float, default=10.0, help="also write last.pt mid-epoch at this interval (default 10)")
     return p
 
@@ -50,6 +60,7 @@ def _run(argv: List[str]) -> int:
         max_train_images=args.max_train_images, max_val_images=args.max_val_images, threads=args.threads,
         resume=args.resume, progress=not args.no_progress, device=args.device, precision=TrainPrecision(args.precision),
         augment=Augmentation(args.augment), max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
+        low_res=args.progressive[0] if args.progressive else None, low_res_epochs=args.progressive[1] if args.progressive else 0,
     )
     res = train(cfg)
     print(f"best val mDice {res.best_val.get('mdice', float('nan')):.4f} at epoch {res.best_epoch}; checkpoint {res.best_checkpoint}")

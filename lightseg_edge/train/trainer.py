@@ -51,14 +51,16 @@ class TrainConfig:
     augment: Augmentation = Augmentation.ROBUST
     max_minutes: Optional[float] = None  # stop cleanly (checkpointed, mid-epoch if need be) once this budget is spent
     checkpoint_minutes: float = 10.0  # last.pt is also written mid-epoch at this interval
+    low_res: Optional[int] = None  # progressive resizing: train the first low_res_epochs epochs at low_res x low_res
+    low_res_epochs: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "lr", "img_size", "max_train_images", "max_val_images", "threads", "checkpoint_minutes")
+        positive = ("epochs", "batch_size", "lr", "img_size", "max_train_images", "max_val_images", "threads", "checkpoint_minutes", "low_res")
         for name in positive:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise LightsegError(f"{name}: expected a positive number, got {value!r}")
-        for name in ("workers", "patience", "max_minutes"):
+        for name in ("workers", "patience", "max_minutes", "low_res_epochs"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise LightsegError(f"{name}: expected a number >= 0, got {value!r}")
@@ -222,8 +224,17 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> 
     return part, history, best
 
 
+def downscale(x: torch.Tensor, y: torch.Tensor, size: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A training batch at ``size`` x ``size`` (area-averaged image, mask re-binarised), or as it is for None."""
+    if size is None or x.shape[-1] == size:
+        return x, y
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="area")
+    y = (torch.nn.functional.interpolate(y, size=(size, size), mode="area") >= 0.5).float()
+    return x, y
+
+
 def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, precision: TrainPrecision, part: _Progress,
-                 clock: _Clock, save: Callable[[_Progress], None], desc: Optional[str]) -> bool:
+                 clock: _Clock, save: Callable[[_Progress], None], desc: Optional[str], size: Optional[int] = None) -> bool:
     """Train from batch ``part.batches`` of the epoch on, accumulating into ``part``; False when the time budget ran out
     mid-epoch (``part`` is then saved, and a resumed run continues with the next batch)."""
     model.train()
@@ -234,7 +245,7 @@ def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, preci
 
         it = tqdm(loader, desc=desc, unit="batch", leave=False, initial=part.batches, total=part.batches + len(loader))
     for x, y in it:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = downscale(x.to(device, non_blocking=True), y.to(device, non_blocking=True), size)
         with autocast(device, precision):
             final, stages = model.forward_train(x)
         final, stages = final.float(), [s.float() for s in stages or []]
@@ -308,7 +319,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         sampler.set_epoch(epoch, part.batches * cfg.batch_size)
         t0 = time.perf_counter()
         desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
-        if not _train_epoch(model, train_dl, opt, scaler, recipe, device, precision, part, clock, save_last, desc):
+        size = cfg.low_res if epoch < cfg.low_res_epochs else None  # validation always runs at the full size
+        if not _train_epoch(model, train_dl, opt, scaler, recipe, device, precision, part, clock, save_last, desc, size):
             print(f"time budget of {cfg.max_minutes} min reached at epoch {epoch + 1}, batch {part.batches}; checkpointed, continue with --resume", flush=True)
             break
         train_loss, train_dice = part.loss_sum / max(part.batches, 1), part.dice_sum / max(part.batches, 1)

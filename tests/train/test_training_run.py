@@ -105,3 +105,24 @@ def test_bad_numbers_exit_2_naming_the_flag(sample_dir, tmp_path, flag, value, c
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert flag in err and repr(value) in err and not list(tmp_path.iterdir())
+
+
+def test_progressive_resizing_trains_early_epochs_small(sample_dir, tmp_path, monkeypatch):
+    from lightseg_edge.train import trainer
+
+    seen = []
+    real = trainer.downscale
+
+    def spy(x, y, size):
+        x, y = real(x, y, size)
+        seen.append((x.shape[-1], y.shape[-1], set(torch.unique(y).tolist()) <= {0.0, 1.0}))
+        return x, y
+
+    monkeypatch.setattr(trainer, "downscale", spy)
+    args = ["--model", "egeunet", "--data", str(sample_dir), "--out", str(tmp_path), "--img-size", "128", "--batch-size", "4",
+            "--no-progress", "--epochs", "2", "--progressive", "64:1", "--threads", "1"]
+    assert train_cli.main(args) == 0
+    per_epoch = len(seen) // 2
+    assert seen[:per_epoch] == [(64, 64, True)] * per_epoch and seen[per_epoch:] == [(128, 128, True)] * per_epoch
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ck["config"]["low_res"] == 64 and ck["config"]["low_res_epochs"] == 1

@@ -1,0 +1,222 @@
+"""CPU training speed: seconds per training image for each way of making CPU training affordable, side by side.
+
+    python benchmarks/train_speed.py [--models lmsaunet,ucmnet] [--rounds 3] [--steps 2] [--pause-pid PID] [--out bench-results/]
+
+For each model it times full training steps (forward_train, the recipe's loss with deep supervision, backward, the
+recipe's optimiser step) on batches of real ISIC images, for these variants:
+
+- ``fp32@256``: the reference (float32, 256x256);
+- ``bf16@256``: ``torch.autocast(cpu, bfloat16)``, what ``lightseg-train --precision bf16`` does;
+- ``fp32@128`` / ``bf16@128``: the early epochs of ``lightseg-train --progressive 128:N`` (batches area-downscaled);
+- ``fp32@256 channels_last``: model and input in channels_last memory format.
+
+It also times what the trainer's decoded-image cache saves: reading and resizing one ISIC JPEG (what an uncached
+loader does per sample per epoch) against indexing the decoded array (what the trainer does).
+
+Variants are interleaved: every round times each (model, variant) for ``--steps`` steps after one untimed step, in
+forward order on odd rounds and reverse order on even ones, so a change in machine load hits every variant alike.
+A variant's figure is the median of its rounds; ratios are to ``fp32@256`` of the same model. The load average and
+the CPU share other processes used are recorded per measurement. ``--pause-pid`` SIGSTOPs a background process
+(e.g. a training run) while measuring and SIGCONTs it afterwards, even on error.
+
+Writes ``train_speed.json`` and ``train_speed.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import signal
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+VARIANTS = {
+    "fp32@256": dict(size=256, bf16=False, channels_last=False),
+    "bf16@256": dict(size=256, bf16=True, channels_last=False),
+    "fp32@128": dict(size=128, bf16=False, channels_last=False),
+    "bf16@128": dict(size=128, bf16=True, channels_last=False),
+    "fp32@256 channels_last": dict(size=256, bf16=False, channels_last=True),
+}
+
+
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="lmsaunet,lmsaunet_n32,ucmnet,egeunet,malunet,unext_s")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=2, help="timed steps per (model, variant) and round")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", help="dataset root (default: the shared ISIC 2018 copy, else the test sample)")
+    p.add_argument("--pause-pid", type=int, help="SIGSTOP this process while measuring (SIGCONT afterwards)")
+    p.add_argument("--out", default="bench-results")
+    return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _paused(pid: Optional[int]) -> Iterator[None]:
+    if pid:
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(2)  # let its threads leave the cores
+    try:
+        yield
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
+
+
+@dataclass
+class _Runner:
+    """One model + optimiser in one variant, kept across rounds so only the first step of round 1 pays warm-up."""
+
+    model_name: str
+    variant: str
+
+    def __post_init__(self) -> None:
+        import torch
+
+        from lightseg_edge.models import create_model
+        from lightseg_edge.train.recipes import recipe_for
+        from lightseg_edge.train.trainer import _optimizer
+
+        torch.manual_seed(0)
+        v = VARIANTS[self.variant]
+        self.size, self.bf16, self.cl = v["size"], v["bf16"], v["channels_last"]
+        self.recipe = recipe_for(self.model_name)
+        self.model = create_model(self.model_name).train()
+        if self.cl:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = _optimizer(self.recipe.optimizer, self.model.parameters(), self.recipe.lr, self.recipe.weight_decay)
+
+    def step(self, x, y) -> None:
+        import torch
+
+        from lightseg_edge.train.losses import LOSSES, group_loss
+        from lightseg_edge.train.trainer import downscale
+
+        x, y = downscale(x, y, self.size)
+        if self.cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        with ctx:
+            final, stages = self.model.forward_train(x)
+        final, stages = final.float(), [s.float() for s in stages or []]
+        base = LOSSES[self.recipe.loss]
+        loss = group_loss(base, final, stages, y, self.recipe.group_weights) if self.recipe.group_weights and stages else base(final, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def _batch(data: str, n: int):
+    import numpy as np
+    import torch
+
+    from lightseg_edge.data.dataset import SegmentationDataset
+    from lightseg_edge.data.layouts import list_samples
+    from lightseg_edge.models import get_model_config
+
+    pre = get_model_config("lmsaunet").preprocess  # every model here normalises the same way at 256x256
+    ds = SegmentationDataset(list_samples(data, "train")[:n], pre)
+    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    return torch.stack(xs), torch.stack(ys), ds, np
+
+
+def _decode_cost(ds, np) -> Dict[str, float]:
+    """Seconds per image: decode + resize one JPEG (no cache) vs index the decoded array (the trainer's cache)."""
+    from lightseg_edge.data.dataset import load_pair
+
+    t0 = time.perf_counter()
+    for s in ds.samples:
+        load_pair(s, ds.cfg.size)
+    decode = (time.perf_counter() - t0) / len(ds.samples)
+    t0 = time.perf_counter()
+    for i in range(len(ds.samples)):
+        np.ascontiguousarray(ds.images[i]), np.ascontiguousarray(ds.masks[i])
+    cached = (time.perf_counter() - t0) / len(ds.samples)
+    return {"decode_resize_s": decode, "cached_s": cached}
+
+
+def _measure(runner: _Runner, x, y, steps: int) -> Dict[str, Any]:
+    from lightseg_edge.bench.machine import load_between, snapshot
+
+    before = snapshot()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        runner.step(x, y)
+    sec = (time.perf_counter() - t0) / (steps * x.shape[0])
+    load = load_between(before, snapshot())
+    return {"s_per_image": sec, "loadavg_before": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
+
+
+def _markdown(result: Dict[str, Any]) -> str:
+    lines = ["# CPU training speed (seconds per training image)", "", f"Created {result['created']}; {result['settings_text']}.", "",
+             "| model | variant | s/image per round | s/image (median) | ratio to fp32@256 | other processes' CPU share |",
+             "|---|---|---|---|---|---|"]
+    for model, variants in result["models"].items():
+        for name, v in variants.items():
+            per = " / ".join(f"{r['s_per_image']:.3f}" for r in v["rounds"])
+            share = " / ".join("-" if r["other_cpu_share"] is None else f"{r['other_cpu_share']:.0%}" for r in v["rounds"])
+            lines.append(f"| {model} | {name} | {per} | {v['s_per_image']:.3f} | {v['ratio']:.2f} | {share} |")
+    d = result["decode"]
+    lines += ["", f"Decoded-image cache: reading + resizing one ISIC JPEG takes {d['decode_resize_s'] * 1000:.1f} ms; indexing the "
+              f"trainer's decoded array takes {d['cached_s'] * 1000:.3f} ms (per image, {d['images']} images).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse(argv)
+    import torch
+
+    from lightseg_edge.bench.environment import collect_environment
+    from lightseg_edge.bench.matrix import env_summary
+    from lightseg_edge.bench.report import atomic_write
+    from lightseg_edge.cli._common import default_data_dir
+
+    torch.set_num_threads(args.threads)
+    models = [m for m in args.models.split(",") if m]
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        print(f"error: --variants: unknown {unknown}; expected some of {list(VARIANTS)}", file=sys.stderr)
+        return 2
+    data = args.data or default_data_dir() or str(Path(__file__).resolve().parents[1] / "tests" / "assets" / "isic_sample")
+    x, y, ds, np = _batch(data, args.batch_size)
+    runners = {(m, v): _Runner(m, v) for m in models for v in variants}
+    rounds: Dict[Any, List[Dict[str, Any]]] = {k: [] for k in runners}
+    order = list(runners)
+    with _paused(args.pause_pid):
+        decode = _decode_cost(ds, np)
+        for r in runners.values():
+            r.step(x, y)  # untimed: first-call allocations and oneDNN primitive creation
+        for i in range(args.rounds):
+            for key in order if i % 2 == 0 else reversed(order):
+                rounds[key].append(_measure(runners[key], x, y, args.steps))
+                print(f"round {i + 1}/{args.rounds} {key[0]:>13s} {key[1]:<24s} {rounds[key][-1]['s_per_image']:.3f} s/image", file=sys.stderr, flush=True)
+    result: Dict[str, Any] = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "settings_text": (f"batch {args.batch_size} real ISIC train images, {args.threads} threads, {args.rounds} interleaved rounds of "
+                          f"{args.steps} timed steps after one untimed step; torch {torch.__version__}"),
+        "environment": env_summary(collect_environment()), "decode": {**decode, "images": len(ds.samples)}, "models": {},
+    }
+    for m in models:
+        med = {v: statistics.median(r["s_per_image"] for r in rounds[(m, v)]) for v in variants}
+        ref = med.get("fp32@256")
+        result["models"][m] = {v: {"rounds": rounds[(m, v)], "s_per_image": med[v], "ratio": med[v] / ref if ref else float("nan")} for v in variants}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "train_speed.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write(out / "train_speed.md", _markdown(result).encode())
+    print(_markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
