@@ -7,7 +7,7 @@ Targets (batch 1, 256x256, 2 CPU threads, compute-only p50 of the same weights):
 - lmsaunet: ONNX Runtime fp32 p50 <= 0.7 x PyTorch eager p50 (relies on the exact conv-based bicubic of deploy())
 - INT8 ONNX vs fp32 ONNX on CPU: reported, no target.
 
-Method (shared/specs/ucmnet.md §8): each model is exported once with seeded random weights (the export's parity step
+Method: each model is exported once with seeded random weights (the export's parity step
 checks ONNX Runtime against PyTorch on real images, proving the weights are the same); then every (model, variant)
 job runs in a fresh process (``lightseg_edge.bench.runner.run_isolated``) with ``--warmup`` untimed and ``--iters``
 timed calls of ``infer`` on one preprocessed image. Jobs are interleaved: pass 1 runs them in order, pass 2 in

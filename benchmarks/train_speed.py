@@ -13,8 +13,10 @@ recipe's optimiser step) on batches of real ISIC images, for these variants:
 It also times what the trainer's decoded-image cache saves: reading and resizing one ISIC JPEG (what an uncached
 loader does per sample per epoch) against indexing the decoded array (what the trainer does).
 
-Variants are interleaved: every round times each (model, variant) for ``--steps`` steps after one untimed step, in
-forward order on odd rounds and reverse order on even ones, so a change in machine load hits every variant alike.
+Every (model, variant) measurement runs in a fresh process (one model, its optimiser, one untimed step, then
+``--steps`` timed steps), so allocator and oneDNN primitive caches never carry over between variants. Measurements
+are interleaved: every round runs each (model, variant) once, in forward order on odd rounds and reverse order on
+even ones, so a change in machine load hits every variant alike.
 A variant's figure is the median of its rounds; ratios are to ``fp32@256`` of the same model. The load average and
 the CPU share other processes used are recorded per measurement. ``--pause-pid`` SIGSTOPs a background process
 (e.g. a training run) while measuring and SIGCONTs it afterwards, even on error.
@@ -31,6 +33,7 @@ import json
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -57,6 +60,7 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--data", help="dataset root (default: the shared ISIC 2018 copy, else the test sample)")
     p.add_argument("--pause-pid", type=int, help="SIGSTOP this process while measuring (SIGCONT afterwards)")
     p.add_argument("--out", default="bench-results")
+    p.add_argument("--one", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)  # a child process's single measurement
     return p.parse_args(argv)
 
 
@@ -84,13 +88,15 @@ class _Runner:
 
         from lightseg_edge.models import create_model
         from lightseg_edge.train.recipes import recipe_for
-        from lightseg_edge.train.trainer import _optimizer
+        from lightseg_edge.train.trainer import _optimizer, keep_dilated_convs_fp32
+        from lightseg_edge.types import TrainPrecision
 
         torch.manual_seed(0)
         v = VARIANTS[self.variant]
         self.size, self.bf16, self.cl = v["size"], v["bf16"], v["channels_last"]
         self.recipe = recipe_for(self.model_name)
-        self.model = create_model(self.model_name).train()
+        precision = TrainPrecision.BF16 if self.bf16 else TrainPrecision.FP32
+        self.model = keep_dilated_convs_fp32(create_model(self.model_name).train(), torch.device("cpu"), precision)
         if self.cl:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.opt = _optimizer(self.recipe.optimizer, self.model.parameters(), self.recipe.lr, self.recipe.weight_decay)
@@ -156,60 +162,90 @@ def _measure(runner: _Runner, x, y, steps: int) -> Dict[str, Any]:
     return {"s_per_image": sec, "loadavg_before": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
 
 
+def _median(values: List[Optional[float]]) -> Optional[float]:
+    """None unless every round measured: a variant that crashed once is not reported as a speed."""
+    return None if any(v is None for v in values) else statistics.median(values)
+
+
 def _markdown(result: Dict[str, Any]) -> str:
     lines = ["# CPU training speed (seconds per training image)", "", f"Created {result['created']}; {result['settings_text']}.", "",
              "| model | variant | s/image per round | s/image (median) | ratio to fp32@256 | other processes' CPU share |",
              "|---|---|---|---|---|---|"]
     for model, variants in result["models"].items():
         for name, v in variants.items():
-            per = " / ".join(f"{r['s_per_image']:.3f}" for r in v["rounds"])
+            per = " / ".join(r["error"] if r["s_per_image"] is None else f"{r['s_per_image']:.3f}" for r in v["rounds"])
             share = " / ".join("-" if r["other_cpu_share"] is None else f"{r['other_cpu_share']:.0%}" for r in v["rounds"])
-            lines.append(f"| {model} | {name} | {per} | {v['s_per_image']:.3f} | {v['ratio']:.2f} | {share} |")
+            med = "crashed" if v["s_per_image"] is None else f"{v['s_per_image']:.3f}"
+            ratio = "-" if v["ratio"] is None else f"{v['ratio']:.2f}"
+            lines.append(f"| {model} | {name} | {per} | {med} | {ratio} | {share} |")
     d = result["decode"]
     lines += ["", f"Decoded-image cache: reading + resizing one ISIC JPEG takes {d['decode_resize_s'] * 1000:.1f} ms; indexing the "
               f"trainer's decoded array takes {d['cached_s'] * 1000:.3f} ms (per image, {d['images']} images).", ""]
     return "\n".join(lines)
 
 
+def _child(args: argparse.Namespace, data: str) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    x, y, _, _ = _batch(data, args.batch_size)
+    runner = _Runner(*args.one)
+    runner.step(x, y)  # untimed: first-call allocations and oneDNN primitive creation
+    print(json.dumps(_measure(runner, x, y, args.steps)))
+    return 0
+
+
+def _spawn(args: argparse.Namespace, data: str, model: str, variant: str) -> Dict[str, Any]:
+    cmd = [sys.executable, __file__, "--one", model, variant, "--data", data, "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:  # recorded, not fatal: a variant that crashes is a finding too
+        how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        tail = done.stderr.strip().splitlines()[-1:] or [""]
+        return {"s_per_image": None, "error": f"{how} {tail[0][:200]}".strip(), "loadavg_before": None, "other_cpu_share": None}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
+    from lightseg_edge.cli._common import default_data_dir
+
+    data = args.data or default_data_dir() or str(Path(__file__).resolve().parents[1] / "tests" / "assets" / "isic_sample")
+    if args.one:
+        return _child(args, data)
     import torch
 
     from lightseg_edge.bench.environment import collect_environment
     from lightseg_edge.bench.matrix import env_summary
     from lightseg_edge.bench.report import atomic_write
-    from lightseg_edge.cli._common import default_data_dir
 
-    torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
     variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         print(f"error: --variants: unknown {unknown}; expected some of {list(VARIANTS)}", file=sys.stderr)
         return 2
-    data = args.data or default_data_dir() or str(Path(__file__).resolve().parents[1] / "tests" / "assets" / "isic_sample")
-    x, y, ds, np = _batch(data, args.batch_size)
-    runners = {(m, v): _Runner(m, v) for m in models for v in variants}
-    rounds: Dict[Any, List[Dict[str, Any]]] = {k: [] for k in runners}
-    order = list(runners)
+    _, _, ds, np = _batch(data, args.batch_size)
+    order = [(m, v) for m in models for v in variants]
+    rounds: Dict[Any, List[Dict[str, Any]]] = {k: [] for k in order}
     with _paused(args.pause_pid):
         decode = _decode_cost(ds, np)
-        for r in runners.values():
-            r.step(x, y)  # untimed: first-call allocations and oneDNN primitive creation
         for i in range(args.rounds):
             for key in order if i % 2 == 0 else reversed(order):
-                rounds[key].append(_measure(runners[key], x, y, args.steps))
-                print(f"round {i + 1}/{args.rounds} {key[0]:>13s} {key[1]:<24s} {rounds[key][-1]['s_per_image']:.3f} s/image", file=sys.stderr, flush=True)
+                rounds[key].append(_spawn(args, data, *key))
+                r = rounds[key][-1]
+                shown = r["error"] if r["s_per_image"] is None else f"{r['s_per_image']:.3f} s/image"
+                print(f"round {i + 1}/{args.rounds} {key[0]:>13s} {key[1]:<24s} {shown}", file=sys.stderr, flush=True)
     result: Dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings_text": (f"batch {args.batch_size} real ISIC train images, {args.threads} threads, {args.rounds} interleaved rounds of "
-                          f"{args.steps} timed steps after one untimed step; torch {torch.__version__}"),
+        "settings_text": (f"batch {args.batch_size} real ISIC train images, {args.threads} threads, {args.rounds} interleaved rounds, each "
+                          f"a fresh process timing {args.steps} steps after one untimed step; torch {torch.__version__}"),
         "environment": env_summary(collect_environment()), "decode": {**decode, "images": len(ds.samples)}, "models": {},
     }
     for m in models:
-        med = {v: statistics.median(r["s_per_image"] for r in rounds[(m, v)]) for v in variants}
+        med = {v: _median([r["s_per_image"] for r in rounds[(m, v)]]) for v in variants}
         ref = med.get("fp32@256")
-        result["models"][m] = {v: {"rounds": rounds[(m, v)], "s_per_image": med[v], "ratio": med[v] / ref if ref else float("nan")} for v in variants}
+        result["models"][m] = {v: {"rounds": rounds[(m, v)], "s_per_image": med[v], "ratio": med[v] / ref if med[v] and ref else None} for v in variants}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "train_speed.json", (json.dumps(result, indent=2) + "\n").encode())

@@ -90,5 +90,6 @@ class PaperClaims:
     gmacs: Optional[float] = None  # the papers' "GFLOPs" are thop MAC counts
     memory_mb: Optional[float] = None  # the papers' formula: parameter bytes + input + output tensors
     released_code_params: Optional[int] = None
+    isic2018_dice: Optional[float] = None  # as the paper reports it (its own split and averaging)
     source: str = ""
     notes: Tuple[str, ...] = field(default_factory=tuple)

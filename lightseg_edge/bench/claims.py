@@ -1,6 +1,7 @@
 """The papers' efficiency claims next to what this toolkit measures, one verdict per claim, with the reason.
 
-How the papers measured (``shared/specs/ucmnet.md`` §1, ``baselines.md``, ``lmsaunet.md`` §5):
+How the papers measured (read from their released code: ``val.py`` in chunyuyuan/UCM-Net, checked here by
+reproducing the baselines' published figures):
 - **params**: the sum of ``numel()`` over ``model.parameters()`` of the freshly built training model, deep-supervision
   heads and never-used parameters included. Measured here the same way on ``create_model(name)``; the parameters the
   deployed forward actually uses are reported beside it.
@@ -25,30 +26,32 @@ from .records import BenchResult, ClaimCheck
 
 MIB = float(1 << 20)
 
-# What the specs established about each discrepancy (shared/specs/*.md). Keyed by (model, claim).
+# What was established (from the papers' released code and measurement here) about each discrepancy. Keyed by
+# (model, claim).
 EXPLANATIONS: Dict[Tuple[str, str], str] = {
     ("ucmnet", "params"): (
         "the paper's 49,932 belongs to a model variant that is not public: the released code (chunyuyuan/UCM-Net@de98f42) has "
         "47,436, and the authors' own notebook prints 47,436; 1,248 of those are never used by the forward pass and are omitted "
-        "here, giving 46,188 (46,055 in the deployed single-output form) [ucmnet.md §1]"
+        "here, giving 46,188 (46,055 in the deployed single-output form) [counted here]"
     ),
     ("ucmnet", "gmacs"): (
         "the paper's 0.0465 is thop MACs of the training forward with the 5 deep-supervision heads (the released code gives "
-        "0.045193; thop without heads 0.036805) [ucmnet.md §1]"
+        "0.045193; thop without heads 0.036805) [thop 0.1.1, measured here]"
     ),
     ("ucmnet", "memory_mb"): (
-        "with the released code's 47,436 parameters the formula gives 1.1810, which the authors' notebook prints [ucmnet.md §1]"
+        "with the released code's 47,436 parameters the formula gives 1.1810, which the authors' notebook prints "
+        "[chunyuyuan/UCM-Net example.ipynb]"
     ),
     ("unet", "gmacs"): (
         "54.7378 G is a thop count, which overstates each stride-2 transposed conv 4x (it counts output elements x Cin x k^2); "
-        "true MACs are about 48.30 G [baselines.md §4]"
+        "true MACs are about 48.30 G [computed here]"
     ),
     ("lmsaunet", "params"): (
         "the paper's 0.39 M is exactly the N = 32 model (387,878, registered as lmsaunet_n32); the paper's stated default N = 8, "
-        "which the released checkpoints use, has 476,738 [lmsaunet.md §1]"
+        "which the released checkpoints use, has 476,738 [counted here]"
     ),
-    ("lmsaunet_n32", "params"): "N = 32 is the released code's default and the only setting that gives the paper's 0.39 M [lmsaunet.md §1]",
-    ("malunet", "params"): "6 tied Conv1d pairs: 146,711 parameters of unique storage, but numel() over parameters() counts 177,943 [baselines.md §2]",
+    ("lmsaunet_n32", "params"): "N = 32 is the released code's default and the only setting that gives the paper's 0.39 M [counted here]",
+    ("malunet", "params"): "6 tied Conv1d pairs: 146,711 parameters of unique storage, but numel() over parameters() counts 177,943 [counted here]",
 }
 GMACS_METHOD = (
     "the paper's 'GFLOPs' are thop MACs of the training forward (norm modules add 2-4 MACs per element, stage heads "

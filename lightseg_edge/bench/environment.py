@@ -49,8 +49,10 @@ DISTRIBUTIONS = {
 _ORT_GPU_DISTS = ("onnxruntime-gpu",)
 
 # L4T (Jetson Linux) release -> what that JetPack ships: (L4T major, lowest L4T minor, JetPack, Python, CUDA, TensorRT).
-# From ../shared/reference/tensorrt-onnx-toolchain.md §1.10; the 32.x and 35.1 rows come from NVIDIA's JetPack 4.x /
-# 5.0.2 release notes and are listed only to say those releases are too old for this toolkit.
+# From NVIDIA's JetPack release pages and TensorRT documentation, completed where those are silent by the versions
+# that users' JetPack 6.x/7.x devices report (JetPack 6.0's 8.6 patch level is unconfirmed; 7.0's 10.13.x is inferred
+# from 7.1). The 32.x and 35.1 rows come from NVIDIA's JetPack 4.x / 5.0.2 release notes and are listed only to say
+# those releases are too old for this toolkit.
 JETPACK_BY_L4T = (
     (32, 0, "4.x", "3.6", "10.2", "8.2 or older"),
     (35, 1, "5.0.2", "3.8", "11.4", "8.4.1"),
@@ -471,7 +473,7 @@ def _tensorrt(import_it: bool, gpu_present: bool) -> Dict[str, Any]:
         info["build_check"] = "TensorRT does not import"
         return info
     info["version"] = str(getattr(trt, "__version__", info["version"]))
-    try:  # feature tests, not version strings: these decide the export/build path (reference §0.2)
+    try:  # feature tests, not version strings: these decide the export/build path
         info["features"] = {
             "strongly_typed": hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"),
             "builder_fp16_flag": hasattr(trt.BuilderFlag, "FP16"),

@@ -1,6 +1,6 @@
 """How busy the machine was while a measurement ran, and at what clock, recorded with every result.
 
-A latency figure from a loaded machine is not comparable with one from a quiet machine (``shared/specs/ucmnet.md`` §8:
+A latency figure from a loaded machine is not comparable with one from a quiet machine (measured here:
 torch 2-thread medians rose from 14 ms to 69-1,884 ms while another process used the cores). So each job records:
 - the 1/5/15-minute load averages before and after (``os.getloadavg``);
 - ``other_cpu_s``: CPU seconds that *other* processes used during the job (system busy time minus this process's

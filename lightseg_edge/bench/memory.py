@@ -1,6 +1,6 @@
 """Memory measurement: host RSS, GPU memory (NVML), Jetson RAM (tegrastats), and file sizes.
 
-Method (``shared/specs/ucmnet.md`` §8):
+Method (worked out by measurement here):
 - Peak RSS is sampled every 1 ms by a psutil thread **in a loop of its own**, never while latency is timed: a Python
   sampling thread competes for the GIL and inflated torch-eager times 20-30x when it ran during timing.
 - "Load" is RSS after creating the predictor minus RSS just before (the runtime package already imported, so the

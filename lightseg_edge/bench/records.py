@@ -128,7 +128,7 @@ class ClaimCheck:
     verdict: str  # "reproduced" | "differs" | "not claimed" | "not measured"
     why: str
     unit: str = ""
-    released: Optional[float] = None  # the released code's figure, where the spec records it
+    released: Optional[float] = None  # the released code's figure, where the paper's released code reports it
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:

@@ -81,13 +81,17 @@ def _summary(rows: Sequence[BenchResult]) -> str:
 
 
 def run_jobs(jobs: Sequence[Job], isolate: bool = True, timeout: Optional[float] = DEFAULT_JOB_TIMEOUT_S,
-             environment: Optional[Dict[str, Any]] = None, progress: Progress = None) -> List[BenchResult]:
+             environment: Optional[Dict[str, Any]] = None, progress: Progress = None,
+             on_rows: Optional[Callable[[List[BenchResult], int], None]] = None) -> List[BenchResult]:
+    """Every job in turn; ``on_rows(rows so far, jobs left)`` after each, so a run cut short keeps what it measured."""
     out: List[BenchResult] = []
     for i, job in enumerate(jobs, 1):
         _say(progress, f"[{i}/{len(jobs)}] {job.label} (batch {','.join(map(str, job.batches))})")
         rows = run_isolated(job, timeout, environment) if isolate else run_in_process(job, environment)
         _say(progress, f"      {_summary(rows)}")
         out += rows
+        if on_rows is not None:
+            on_rows(out, len(jobs) - i)
     return out
 
 

@@ -1,8 +1,8 @@
 """``python -m lightseg_edge.bench.worker JOB.json OUT.json``: run one benchmark job in a fresh process.
 
 The parent (``bench.runner``) writes the job, this process measures it with ``jobs.run_job`` and writes the rows.
-A fresh process per job keeps each job's RSS, thread pools and allocator state its own (``shared/specs/ucmnet.md``
-§8), and a backend that crashes the interpreter (a segfault in a native library) costs one row, not the run.
+A fresh process per job keeps each job's RSS, thread pools and allocator state its own, and a backend that crashes
+the interpreter (a segfault in a native library) costs one row, not the run.
 """
 
 from __future__ import annotations

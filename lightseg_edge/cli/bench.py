@@ -22,6 +22,8 @@ examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from typing import List, Optional, Tuple
 
@@ -113,6 +115,25 @@ def _check_args(args: argparse.Namespace) -> None:
         select_samples(args.data, args.split, args.max_images)  # a bad folder or split is an error now, not after the timing
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``timeout``, a job scheduler) ends the run like Ctrl-C: temporary exports are removed, the rows
+    measured so far stay in the partial --json/--csv."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
     _check_args(args)
@@ -138,7 +159,6 @@ def _run(argv: List[str]) -> int:
                         threads=threads, data=args.data, split=args.split, max_images=args.max_images, env=env_summary(env), memory_runs=memory_runs,
                         gpu=bool((env.get("gpu") or {}).get("present")))
     kind, value = _source(args)
-    plan = make_plan(kind, value, opts, weights=args.weights, progress=progress)
     settings = {
         "command": "lightseg-bench " + " ".join(argv), "source": kind, "value": value, "weights": args.weights,
         "runtimes": list(runtimes) if runtimes else None, "precisions": list(precisions) if precisions else None,
@@ -146,11 +166,20 @@ def _run(argv: List[str]) -> int:
         "timing_description": timing.describe(), "memory_runs": opts.memory_runs, "data": args.data, "split": args.split,
         "max_images": args.max_images, "process_per_job": True,
     }
-    try:
-        rows = list(plan.rows) + run_jobs(plan.jobs, isolate=True, environment=env, progress=progress)
-        report = finish(rows, plan.models, env, settings, plan.notes, progress)
-    finally:
-        plan.cleanup()
+    with _terminate_as_interrupt():
+        plan = make_plan(kind, value, opts, weights=args.weights, progress=progress)
+
+        def save_partial(rows, left: int) -> None:
+            # JSON/CSV only (no claims, no figures): cheap enough after every job, and a killed run keeps its rows
+            if left and (args.json or args.csv):
+                partial = finish(list(plan.rows) + rows, [], env, {**settings, "partial": f"{left} job(s) not run yet"}, plan.notes, claims=False)
+                write_outputs(partial, args.json, args.csv)
+
+        try:
+            rows = list(plan.rows) + run_jobs(plan.jobs, isolate=True, environment=env, progress=progress, on_rows=save_partial)
+            report = finish(rows, plan.models, env, settings, plan.notes, progress)
+        finally:
+            plan.cleanup()
     written = write_outputs(report, args.json, args.csv, args.markdown, args.plot)  # files first: a closed stdout must not lose them
     print(format_report(report))
     for path in written:

@@ -9,6 +9,7 @@ per-frame latency (pre-processing + inference + post-processing) is printed.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -87,8 +88,30 @@ def _write(out_dir: Path, stem: str, image, mask, overlay: bool) -> int:
     return 1
 
 
-def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args) -> int:
+def _predict_chunk(predictor, loaded: List[Tuple[Path, object]], args, failures: List[str]) -> List[Tuple[Path, object, object]]:
+    """Masks for the loaded images of one batch; when the batch call fails, image by image, so one bad image costs
+    only itself."""
+    from ..errors import LightsegError
+
+    try:
+        masks = predictor.predict_batch([im for _, im in loaded], threshold=args.threshold)
+        return [(f, im, m) for (f, im), m in zip(loaded, masks)]
+    except LightsegError:
+        if len(loaded) == 1:
+            raise
+    done = []
+    for f, im in loaded:
+        try:
+            done.append((f, im, predictor.predict(im, threshold=args.threshold)))
+        except LightsegError as exc:
+            failures.append(f"{f}: {exc}")
+    return done
+
+
+def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, failures: List[str]) -> int:
+    """Every readable image is predicted and written; each one that fails is added to ``failures`` and skipped."""
     from ..data.io import read_image
+    from ..errors import LightsegError
 
     bar = None
     if not args.no_progress and len(files) > 1:
@@ -96,12 +119,22 @@ def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args) ->
 
         bar = tqdm(total=len(files), unit="img", desc="predict")
     written = 0
+    step = max(1, args.batch_size)
     try:
-        for start in range(0, len(files), max(1, args.batch_size)):
-            chunk = files[start:start + max(1, args.batch_size)]
-            images = [read_image(f) for f in chunk]
-            masks = predictor.predict_batch(images, threshold=args.threshold)
-            for f, im, m in zip(chunk, images, masks):
+        for start in range(0, len(files), step):
+            chunk = files[start:start + step]
+            loaded = []
+            for f in chunk:
+                try:
+                    loaded.append((f, read_image(f)))
+                except LightsegError as exc:
+                    failures.append(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
+            try:
+                results = _predict_chunk(predictor, loaded, args, failures) if loaded else []
+            except LightsegError as exc:
+                failures.append(f"{loaded[0][0]}: {exc}")
+                results = []
+            for f, im, m in results:
                 written += _write(out_dir, names(f), im, m, args.overlay)
             if bar is not None:
                 bar.update(len(chunk))
@@ -169,16 +202,23 @@ def _run(argv: List[str]) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     names = _Names()
     written = 0
+    failures: List[str] = []
     with load_predictor(args.source, runtime=args.runtime, device=args.device, **options) as predictor:
         print(f"{predictor.source}: {predictor.runtime.value} {predictor.precision.value} on {predictor.device}")
         for kind, what in jobs:
             if kind == "images":
-                written += _images(predictor, what, out_dir, names, args)
+                written += _images(predictor, what, out_dir, names, args, failures)
             elif kind == "video":
                 written += _stream(predictor, what, names(what), out_dir, args)
             else:
                 written += _stream(predictor, what, f"camera{what}", out_dir, args)
     print(f"wrote {written} file(s) to {out_dir}")
+    if failures:
+        for line in failures:
+            print(f"failed: {line}", file=sys.stderr)
+        total = sum(len(what) for kind, what in jobs if kind == "images")
+        print(f"error: {len(failures)} of {total} image(s) failed (listed above); the others were written", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,7 +2,8 @@
 
 The Q/DQ graph is what TensorRT's explicit quantization parses (the implicit INT8 calibrators were deprecated in
 TensorRT 10.1 and removed in 11.0). TensorRT accepts only part of what ``quantize_static`` can emit, so the
-settings are fixed (shared/reference/tensorrt-onnx-toolchain.md §1.4, §7):
+settings are fixed (NVIDIA's TensorRT Developer Guide on explicit quantization, and the ONNX Runtime
+quantization documentation):
 - ``QuantFormat.QDQ``, signed INT8 activations and weights, both symmetric: every zero point is 0;
 - weights per channel (axis 0 of Conv/Gemm), activations per tensor;
 - ``QuantizeBias=False``: the default int32 bias DequantizeLinear is rejected by the TensorRT ONNX parser;
@@ -97,8 +98,8 @@ def _reader(images: ImageSet, cfg: PreprocessConfig, input_name: str, batch: int
 def _pre_process(src: Path, dst: Path) -> str:
     """ORT's recommended quantization pre-processing (ONNX shape inference + basic graph optimisation).
 
-    Its symbolic shape inference is skipped: it fails on graphs with ``Resize(x, '', scales)`` (toolchain
-    reference §7) and on failure onnxruntime dumps ``sym_shape_infer_temp.onnx`` into the current directory. The
+    Its symbolic shape inference is skipped: it fails on graphs with ``Resize(x, '', scales)`` (seen
+    here) and on failure onnxruntime dumps ``sym_shape_infer_temp.onnx`` into the current directory. The
     model is used as it is if pre-processing fails altogether.
     """
     shape_inference = require("onnxruntime.quantization.shape_inference", extra="export", purpose="INT8 quantization")

@@ -2,7 +2,7 @@
 
 The TorchScript exporter (``dynamo=False``) is used: on every zoo model it exported static and dynamic-batch graphs,
 and after simplification its graphs ran 0-1.5 ms faster under ONNX Runtime than the dynamo exporter's
-(shared/specs/ucmnet.md §8). Its deprecation warnings are silenced here, not globally.
+(measured here). Its deprecation warnings are silenced here, not globally.
 """
 
 from __future__ import annotations

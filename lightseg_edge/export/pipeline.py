@@ -25,7 +25,9 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +65,34 @@ class ExportResult:
 
 
 # ----------------------------------------------------------------------------------------------- output folder
+STAGING_PREFIX = ".lightseg-export-"
+_OWNER = ".owner"  # "<host> <pid>" of the export writing into a staging folder
+_ABANDONED_AFTER_S = 24 * 3600  # staging folders without an owner file (older versions) count as abandoned after this
+
+
+def _owner_gone(staging: Path) -> bool:
+    try:
+        host, pid = (staging / _OWNER).read_text().split()
+    except (OSError, ValueError):
+        return time.time() - staging.stat().st_mtime > _ABANDONED_AFTER_S
+    if host != socket.gethostname():
+        return False  # another machine's export on a shared folder: not ours to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def _remove_abandoned_staging(out: Path) -> None:
+    """Staging folders left by killed exports (their process is gone) are removed by the next export into ``out``."""
+    for staging in out.glob(f"{STAGING_PREFIX}*"):
+        if staging.is_dir() and _owner_gone(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
 class _Staging:
     """A hidden folder inside the output folder; ``commit`` moves the files in and writes the manifest last."""
 
@@ -80,7 +110,9 @@ class _Staging:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             self.created = missing
-            self.dir = Path(tempfile.mkdtemp(prefix=".lightseg-export-", dir=str(self.out)))
+            _remove_abandoned_staging(self.out)
+            self.dir = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=str(self.out)))
+            (self.dir / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
         except OSError as exc:
             self._cleanup_dirs()
             raise ExportConfigError(f"--output {self.out}: cannot write to this folder ({exc.strerror or exc})") from exc

@@ -1,7 +1,7 @@
 """TensorRT engine (``.plan``) from a precision-carrying ONNX graph.
 
-UNVERIFIED: written against the documented TensorRT Python API (10.3, 10.16, 11.4 name lists in
-shared/reference/tensorrt-api/, checked by tests/export/test_tensorrt_api_surface.py) and NVIDIA's ONNX sample, but
+UNVERIFIED: written against NVIDIA's documented TensorRT Python API (releases 10.3, 10.16 and 11.4; the names used
+are checked by tests/export/test_tensorrt_api_surface.py) and NVIDIA's ONNX sample, but
 never run: the development machine has no GPU and no TensorRT. Build and run it on the target before relying on it.
 
 How precision gets into the engine:

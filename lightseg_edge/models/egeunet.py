@@ -1,4 +1,4 @@
-"""EGE-UNet (Ruan et al., MICCAI 2023), re-implemented from ``shared/specs/baselines.md`` §1.
+"""EGE-UNet (Ruan et al., MICCAI 2023), re-implemented from the paper and its released code.
 
 Follows the released model (JCruan519/EGE-UNet@f52ba30, ``c_list=[8,16,24,32,48,64]``, ``bridge=True``,
 ``gt_ds=True``): 53,374 parameters, the UCM-Net paper's Table 4 figure. Differences that change no numbers:
@@ -178,7 +178,7 @@ _CFG = ModelConfig(
         notes=("the released code (JCruan519/EGE-UNet@f52ba30) reproduces all three figures",),
     ),
     origin_url="https://github.com/JCruan519/EGE-UNet",
-    license="none stated upstream (re-implemented from the paper and spec, no upstream code)",
+    license="none stated upstream (re-implemented from the paper and its released code, no upstream code included)",
     weights=None,
     notes=("released pipeline: (img - dataset mean) / std, then per-image min-max to 0..255; here 'raw' 0..255",),
 )

@@ -1,4 +1,4 @@
-"""LMSAUnet (Li, Hu, Wang et al., Sci Rep 2025), re-implemented from ``shared/specs/lmsaunet.md``.
+"""LMSAUnet (Li, Hu, Wang et al., Sci Rep 2025), re-implemented from the paper and its released code.
 
 Follows the released code (hubosheng123/skin-disease@b293161, class ``SkinUNet``), which is the TinyU-Net macro
 architecture with ECDF blocks: max-pool encoder, bicubic x2 decoder, no bottleneck and no residuals. Where paper and
@@ -319,6 +319,7 @@ def _cfg(name: str, n: int, params: int) -> ModelConfig:
             gmacs=None,
             memory_mb=None,
             released_code_params=params,
+            isic2018_dice=0.8792,  # dataset-level (micro) Dice, its released metric code; one figure for both N
             source="LMSAUnet paper text ('0.39 M' parameters; its tables were not available)",
             notes=(
                 "the paper's 0.39 M is exactly the N = 32 model (387,878); its stated default N = 8 has 476,738",

@@ -1,4 +1,4 @@
-"""MALUNet (Ruan et al., IEEE BIBM 2022), re-implemented from ``shared/specs/baselines.md`` §2.
+"""MALUNet (Ruan et al., IEEE BIBM 2022), re-implemented from the paper and its released code.
 
 Follows the released model (JCruan519/MALUNet@e184b47, ``c_list=[8,16,24,32,48,64]``, ``split_att='fc'``,
 ``bridge=True``): 177,943 parameters, the UCM-Net paper's Table 4 figure. ``forward`` returns logits (the released
@@ -188,7 +188,7 @@ _CFG = ModelConfig(
         ),
     ),
     origin_url="https://github.com/JCruan519/MALUNet",
-    license="none stated upstream (re-implemented from the paper and spec, no upstream code)",
+    license="none stated upstream (re-implemented from the paper and its released code, no upstream code included)",
     weights=None,
     notes=("released pipeline: (img - dataset mean) / std, then per-image min-max to 0..255; here 'raw' 0..255",),
 )

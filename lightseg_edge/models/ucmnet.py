@@ -1,4 +1,4 @@
-"""UCM-Net (Yuan et al., arXiv:2310.09457), re-implemented from ``shared/specs/ucmnet.md``.
+"""UCM-Net (Yuan et al., arXiv:2310.09457), re-implemented from the paper and its released code (chunyuyuan/UCM-Net).
 
 Follows the released architecture (chunyuyuan/UCM-Net@de98f42) with its 1,248 never-used parameters left out:
 46,188 parameters with the five stage heads, 46,055 in the deployed single-output form. The paper's Table 4 says
@@ -146,13 +146,14 @@ _CFG = ModelConfig(
     citation="Yuan, Zhao, Gagne, Wang. UCM-Net. Biomedical Signal Processing and Control, 2024; arXiv:2310.09457",
     preprocess=PreprocessConfig(size=(256, 256), mode="minmax"),
     # The stem pool and five stride-2 patch embeds halve the size six times; the decoder adds skips after exact x2
-    # upsampling, so H and W must be multiples of 64 (the spec's "divisible by 32" fails at e.g. 224).
+    # upsampling, so H and W must be multiples of 64 (a multiple of 32 such as 224 fails).
     stride=64,
     claims=PaperClaims(
         params=49_932,
         gmacs=0.0465,
         memory_mb=1.19,
         released_code_params=47_436,
+        isic2018_dice=0.8848,  # with 81.26 IoU, 300 epochs on its own 7:3 split
         source="UCM-Net paper, Table 4 (thop MACs at 1x3x256x256, memory = parameter bytes + input + output)",
         notes=(
             "the released code (chunyuyuan/UCM-Net@de98f42) has 47,436 parameters, 1,248 of them never used",

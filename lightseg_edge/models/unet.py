@@ -1,4 +1,4 @@
-"""U-Net (Ronneberger et al., MICCAI 2015), the classic baseline of ``shared/specs/baselines.md`` §4.
+"""U-Net (Ronneberger et al., MICCAI 2015), the classic baseline of the UCM-Net paper's Table 4.
 
 The widely used PyTorch variant (as in milesial/Pytorch-UNet with ``bilinear=False``): double 3x3 conv + BatchNorm
 + ReLU at 64..1024 channels, 2x2 max-pool down, 2x2 stride-2 transposed conv up, concatenated skips, 1x1 head.
@@ -108,7 +108,7 @@ _CFG = ModelConfig(
         memory_mb=None,
         source="UCM-Net paper, Table 4 (thop MACs at 1x3x256x256)",
         notes=(
-            "no memory figure recorded for U-Net in the spec; the paper's formula would give 119.40 MB",
+            "no published memory figure for U-Net; the UCM-Net paper's formula would give 119.40 MB",
             "54.7378 G is a thop count, which overstates each stride-2 transposed conv 4x; true MACs are about 48.30 G",
         ),
     ),
@@ -118,7 +118,8 @@ _CFG = ModelConfig(
     notes=(
         (
             "no official pipeline for this comparison; it uses UCM-Net's (per-image min-max to 0..1), the pipeline in "
-            "which the UCM-Net authors appear to have retrained their baselines (spec section 5, an inference)"
+            "which the UCM-Net authors appear to have retrained their baselines (an inference from the baseline "
+            "branches in chunyuyuan/UCM-Net's train_newdata.py and val.py, not verified)"
         ),
     ),
 )

@@ -1,4 +1,4 @@
-"""UNeXt-S (Valanarasu & Patel, MICCAI 2022), re-implemented from ``shared/specs/baselines.md`` §3.
+"""UNeXt-S (Valanarasu & Patel, MICCAI 2022), re-implemented from the paper and its released code.
 
 Follows the released ``UNext_S`` (jeya-maria-jose/UNeXt-pytorch@6ad0855, ``archs.py``): 253,561 parameters, the
 UCM-Net paper's Table 4 figure. The released code already returns logits.

@@ -1,4 +1,4 @@
-"""Per-model training defaults, taken from each paper's released training script (see shared/specs)."""
+"""Per-model training defaults, taken from each paper's released training script (each recipe names its source)."""
 
 from __future__ import annotations
 

@@ -14,23 +14,54 @@ import os
 import platform
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from .._hashing import sha256_file
 from ..cli._common import run_cli
 
 
-def ship(model_name: str, run: Path, data: str, dest: Path) -> dict:
-    import torch
-    from safetensors.torch import save_file
+def _measure(model_name: str, weights: Path, data: str, pre) -> dict:
+    """val and test metrics of the shipped tensors, as users will load them."""
     from torch.utils.data import DataLoader
 
     from ..data.dataset import SegmentationDataset
     from ..data.layouts import list_samples
     from ..models import create_model
+    from .trainer import evaluate_model
+
+    shipped = create_model(model_name, checkpoint=weights).eval()
+    return {split: evaluate_model(shipped, DataLoader(SegmentationDataset(list_samples(data, split), pre), batch_size=16)) for split in ("val", "test")}
+
+
+def _write_card(card: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(card, indent=2))
+    os.replace(tmp, path)
+
+
+def refresh_metrics(model_name: str, data: str, dest: Path) -> dict:
+    """Re-measure a shipped card's metrics (e.g. after the metrics gained the Dice tail); training facts stay as they are."""
+    from ..types import PreprocessConfig
+
+    card_path = dest / f"{model_name}.json"
+    card = json.loads(card_path.read_text())
+    weights = dest / card["weights"]
+    if sha256_file(weights) != card["sha256"]:
+        raise ValueError(f"{weights}: sha256 differs from its card; ship the run again instead")
+    card["metrics"] = _measure(model_name, weights, data, PreprocessConfig.from_dict(card["preprocess"]))
+    card["metrics_measured"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _write_card(card, card_path)
+    return card
+
+
+def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = ()) -> dict:
+    import torch
+    from safetensors.torch import save_file
+
+    from ..data.layouts import list_samples
+    from ..models import create_model
     from ..types import PreprocessConfig
     from .checkpoint import load_checkpoint
-    from .trainer import evaluate_model
 
     best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
     if best["config"]["model"] != model_name:
@@ -44,11 +75,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path) -> dict:
     os.replace(tmp, weights)
 
     pre = PreprocessConfig.from_dict(best["preprocess"])
-    shipped = create_model(model_name, checkpoint=weights).eval()  # evaluate what users will load
-    metrics = {}
-    for split in ("val", "test"):
-        ds = SegmentationDataset(list_samples(data, split), pre)
-        metrics[split] = evaluate_model(shipped, DataLoader(ds, batch_size=16))
+    metrics = _measure(model_name, weights, data, pre)
     split_csv = Path(data) / "split.csv"
     history = last["history"]
     card = {
@@ -56,7 +83,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path) -> dict:
         "weights": weights.name,
         "sha256": sha256_file(weights),
         "data": {
-            "dataset": "ISIC 2018 Task 1 training release, this project's 512x512 copy (shared/data/isic2018)",
+            "dataset": "ISIC 2018 Task 1 training release (2,594 images), split by the project's fixed split.csv",
             "split_file_sha256": sha256_file(split_csv) if split_csv.is_file() else None,
             "train_images": len(list_samples(data, "train")),
             "selection": "best val mDice",
@@ -68,10 +95,12 @@ def ship(model_name: str, run: Path, data: str, dest: Path) -> dict:
             "config": best["config"],
             "recipe": best["recipe"],
             "lr_by_epoch": [h["lr"] for h in history],
+            "history": history,  # every epoch: LR, train loss/Dice, val metrics, seconds (device and precision when recorded)
+            "notes": list(notes),  # where the run departs from the paper's recipe, and why
             "seconds": round(sum(h["seconds"] for h in history)),
             "command": f"lightseg-train --model {model_name} --data DATA --epochs {best['config'].get('epochs')} --resume",
             "torch": torch.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+            "shipped_on": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         },
         "preprocess": pre.to_dict(),
         "evaluation": "network resolution, sigmoid >= 0.5; mDice/mIoU per image then averaged, *_star from summed pixel counts",
@@ -79,10 +108,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path) -> dict:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "licence": "weights trained on ISIC 2018 data (CC BY-NC 4.0): non-commercial use",
     }
-    card_path = dest / f"{model_name}.json"
-    tmp = dest / f".{card_path.name}.tmp"
-    tmp.write_text(json.dumps(card, indent=2))
-    os.replace(tmp, card_path)
+    _write_card(card, dest / f"{model_name}.json")
     return card
 
 
@@ -91,11 +117,15 @@ def _run(argv: List[str]) -> int:
 
     p = argparse.ArgumentParser(prog="python -m lightseg_edge.train.ship", description=__doc__)
     p.add_argument("--model", required=True)
-    p.add_argument("--run", required=True, type=Path, help="training output folder (best.pt, last.pt)")
+    p.add_argument("--run", type=Path, help="training output folder (best.pt, last.pt)")
     p.add_argument("--data", required=True)
     p.add_argument("--dest", type=Path, default=WEIGHTS_DIR)
+    p.add_argument("--note", action="append", default=[], help="a departure from the paper's recipe, recorded in the card (repeatable)")
+    p.add_argument("--refresh-metrics", action="store_true", help="re-measure the metrics of the already shipped weights (no --run)")
     args = p.parse_args(argv)
-    card = ship(args.model, args.run, args.data, args.dest)
+    if args.refresh_metrics == bool(args.run):
+        p.error("give either --run DIR (ship a run) or --refresh-metrics (re-measure shipped weights)")
+    card = refresh_metrics(args.model, args.data, args.dest) if args.refresh_metrics else ship(args.model, args.run, args.data, args.dest, args.note)
     for split, m in card["metrics"].items():
         print(f"{split}: mDice {m['mdice']:.4f}  mIoU {m['miou']:.4f}  Dice* {m['dice_star']:.4f}  IoU* {m['iou_star']:.4f}  ({m['images']} images)")
     print(f"shipped {args.dest / card['weights']} (sha256 {card['sha256'][:16]}...)")

@@ -110,6 +110,28 @@ def autocast(device: torch.device, precision: TrainPrecision):
     return torch.autocast(device.type, dtype=dtype)
 
 
+class _Fp32Forward:
+    """A module forward that runs in fp32 with autocast off (see ``keep_dilated_convs_fp32``)."""
+
+    def __init__(self, forward) -> None:
+        self.forward = forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.forward(x.float())
+
+
+def keep_dilated_convs_fp32(model: torch.nn.Module, device: torch.device, precision: TrainPrecision) -> torch.nn.Module:
+    """Under bf16 autocast on CPU, dilated convolutions run in fp32: oneDNN's bf16 backward of them corrupts the heap
+    on small feature maps (torch 2.13: EGE-UNet at 128x128 dies with SIGSEGV within a step). They are a few depthwise
+    3x3s per model, so the cost is small; the weights are untouched."""
+    if device.type == "cpu" and TrainPrecision(precision) is TrainPrecision.BF16:
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d) and max(mod.dilation) > 1:
+                mod.forward = _Fp32Forward(mod.forward)
+    return model
+
+
 @torch.no_grad()
 def predict_masks(model, loader, threshold: float = 0.5, device: Optional[torch.device] = None, precision: TrainPrecision = TrainPrecision.FP32):
     """Yield (predicted mask, ground truth) pairs at the network's resolution, thresholding sigmoid >= 0.5."""
@@ -138,7 +160,7 @@ def _write_logs(out: Path, history: List[dict]) -> None:
     tmp = out / ".log.json.tmp"
     tmp.write_text(json.dumps(history, indent=1))
     os.replace(tmp, out / "log.json")
-    keys = list(history[0])
+    keys = list(dict.fromkeys(k for h in history for k in h))  # rows of an older run may lack newer columns
     with open(out / ".log.csv.tmp", "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
@@ -286,7 +308,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     pre = _preprocess_for(cfg)
     train_ds, sampler, train_dl, val_dl = _loaders(cfg, pre, device)
-    model = create_model(cfg.model).to(device)
+    model = keep_dilated_convs_fp32(create_model(cfg.model).to(device), device, precision)
     opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision is TrainPrecision.FP16)
@@ -330,7 +352,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         sched.step()
         val = evaluate_model(model, val_dl, device=device, precision=precision)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_dice": train_dice,
-               "val_mdice": val["mdice"], "val_miou": val["miou"], "val_dice_star": val["dice_star"], "seconds": round(time.perf_counter() - t0, 1)}
+               "val_mdice": val["mdice"], "val_miou": val["miou"], "val_dice_star": val["dice_star"], "seconds": round(time.perf_counter() - t0, 1),
+               "device": device.type, "precision": precision.value, "train_size": size or pre.size[0]}
         history.append(row)
         improved = val["mdice"] > best["mdice"]
         if improved:

@@ -105,3 +105,22 @@ def test_errors_exit_2_with_a_message(checkpoint, sample_dir, tmp_path, capsys, 
     assert main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and re.search(message, err), err
+
+
+@pytest.mark.parametrize("batch_size", ["1", "8"])
+def test_a_bad_image_in_a_folder_is_skipped_and_reported(checkpoint, sample_dir, tmp_path, capsys, batch_size):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = sorted((sample_dir / "images").iterdir())[:3]
+    for f in good:
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (folder / "truncated.png").write_bytes(good[0].read_bytes()[:100])
+    out = tmp_path / "pred"
+    code = main([str(checkpoint), str(folder), "--out", str(out), "--device", "cpu", "--batch-size", batch_size, "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.stem}_mask.png" for f in good)  # every good image written
+    failed = [line for line in captured.err.splitlines() if line.startswith("failed: ")]
+    assert len(failed) == 2 and any("broken.jpg" in line for line in failed) and any("truncated.png" in line for line in failed)
+    assert "error: 2 of 5 image(s) failed" in captured.err

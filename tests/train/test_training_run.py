@@ -11,7 +11,7 @@ import torch
 from lightseg_edge.cli import eval as eval_cli
 from lightseg_edge.cli import train as train_cli
 from lightseg_edge.models import create_model
-from lightseg_edge.train.ship import ship
+from lightseg_edge.train.ship import refresh_metrics, ship
 
 
 def test_train_resume_eval_ship(sample_dir, tmp_path, capsys):
@@ -36,8 +36,11 @@ def test_train_resume_eval_ship(sample_dir, tmp_path, capsys):
     assert report["metrics"]["images"] == 2 and 0.0 <= report["metrics"]["mdice"] <= 1.0
     assert len(list((tmp_path / "ev" / "overlays").glob("*.png"))) == 2
 
-    card = ship("ucmnet", out, str(sample_dir), tmp_path / "weights")
+    card = ship("ucmnet", out, str(sample_dir), tmp_path / "weights", notes=["2 epochs: a test run"])
     assert card["metrics"]["test"]["images"] == 2 and card["training"]["epochs_run"] == 2
+    assert [h["epoch"] for h in card["training"]["history"]] == [1, 2] and card["training"]["notes"] == ["2 epochs: a test run"]
+    assert {"dice_p5", "dice_p10", "dice_median", "dice_below_0_5"} <= set(card["metrics"]["test"])
+    assert refresh_metrics("ucmnet", str(sample_dir), tmp_path / "weights")["metrics"] == card["metrics"]  # same tensors, same data
     model = create_model("ucmnet", checkpoint=tmp_path / "weights" / "ucmnet.safetensors")
     assert torch.equal(model.state_dict()["final.weight"], torch.load(out / "best.pt", weights_only=True)["model"]["final.weight"])
 
@@ -126,3 +129,16 @@ def test_progressive_resizing_trains_early_epochs_small(sample_dir, tmp_path, mo
     assert seen[:per_epoch] == [(64, 64, True)] * per_epoch and seen[per_epoch:] == [(128, 128, True)] * per_epoch
     ck = torch.load(tmp_path / "last.pt", weights_only=True)
     assert ck["config"]["low_res"] == 64 and ck["config"]["low_res_epochs"] == 1
+
+
+@pytest.mark.parametrize("model", ["egeunet", "malunet"])
+def test_bf16_cpu_training_of_dilated_convs_survives(sample_dir, tmp_path, model):
+    """oneDNN's bf16 backward of dilated convolutions crashed EGE-UNet at 128x128 (SIGSEGV); a fresh process proves
+    the guard holds (a crash in-process would take the test session down)."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lightseg_edge.cli.train", "--model", model, "--data", str(sample_dir), "--out", str(tmp_path / "o"),
+           "--img-size", "128", "--batch-size", "4", "--precision", "bf16", "--device", "cpu", "--epochs", "2", "--threads", "2", "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,0 +1,56 @@
+"""The zoo table: one row per registry model, accuracy only from shipped cards, latency only from ORT fp32 batch-1 rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lightseg_edge.bench import zoo
+from lightseg_edge.bench.records import BenchReport, BenchResult, LatencyStats
+from lightseg_edge.models import get_model_config, list_models
+
+
+def _report(tmp_path, rows):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(BenchReport(results=tuple(rows)).to_dict()))
+    return path
+
+
+def _row(model, runtime="onnxruntime", precision="fp32", batch=1, status="ok", ms=(10, 12, 14)):
+    lat = LatencyStats.from_ns([int(m * 1e6) for m in ms], batch=batch)
+    return BenchResult(model=model, source="x", runtime=runtime, precision=precision, batch=batch, status=status, latency=lat,
+                       reason=None if status == "ok" else "it broke")
+
+
+def test_latency_comes_only_from_ort_fp32_batch1(tmp_path):
+    path = _report(tmp_path, [_row("ucmnet"), _row("ucmnet", runtime="pytorch", ms=(1, 1, 1)), _row("ucmnet", precision="int8", ms=(2, 2, 2)),
+                              _row("ucmnet", batch=8, ms=(3, 3, 3)), _row("egeunet", status="failed")])
+    assert zoo._latencies(path) == {"ucmnet": pytest.approx(12.0)}
+
+
+def test_table_has_every_model_and_only_shipped_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setattr("lightseg_edge.models.complexity.complexity", lambda name: _FakeComplexity())
+    rows = zoo.zoo_rows(_report(tmp_path, [_row("ucmnet")]))
+    assert [r.model for r in rows] == list_models()
+    for r in rows:
+        assert (r.card is not None) == bool(get_model_config(r.model).weights)
+    text = zoo.zoo_markdown(rows)
+    for name in list_models():
+        assert f"| `{name}` |" in text
+    card = next(r for r in rows if r.model == "ucmnet").card
+    assert f"{card['metrics']['test']['mdice']:.4f}" in text and "| 12.0 |" in text
+    assert "not trained: 31 M params" in text  # unet says why it has no weights
+
+
+def test_bad_latency_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "x.json"
+    bad.write_text("{}")
+    assert zoo.main(["--latency", str(bad)]) == 2
+    assert "x.json: not a lightseg-bench JSON report" in capsys.readouterr().err
+
+
+class _FakeComplexity:
+    """Counting MACs of U-Net takes seconds; the counts have their own tests in tests/models."""
+
+    params, macs = 1000, 2e9
