@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 from ..cli._common import run_cli
 from ..errors import DataError
 
-UNTRAINED = {"unet": "not trained: 31 M params and 48 GMACs are beyond a 2-core CPU's training budget"}
+UNTRAINED = {"unet": "not trained (48 GMACs: beyond a CPU budget)"}
 
 
 @dataclass(frozen=True)
@@ -49,15 +49,14 @@ def _latencies(path: Optional[Path]) -> Dict[str, float]:
 
 def zoo_rows(latency_json: Optional[Path] = None) -> List[ZooRow]:
     from ..models import get_model_config, list_models
-    from ..models._weights import WEIGHTS_DIR
+    from ..models._weights import has_pretrained, model_card
     from ..models.complexity import complexity
 
     lat = _latencies(latency_json)
     rows = []
     for name in list_models():
         cfg = get_model_config(name)
-        card_path = WEIGHTS_DIR / f"{name}.json"
-        card = json.loads(card_path.read_text()) if cfg.weights and card_path.is_file() else None
+        card = model_card(name) if has_pretrained(name) else None
         c = complexity(name)
         rows.append(ZooRow(name, c.params, c.macs / 1e9, card, lat.get(name), cfg.claims.params, cfg.claims.gmacs, cfg.claims.isic2018_dice))
     return rows

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Tuple
 
 from ..types import PaperClaims, PreprocessConfig
 
@@ -20,7 +20,6 @@ class ModelConfig:
     claims: PaperClaims = field(default_factory=PaperClaims)
     origin_url: str = ""
     license: str = ""
-    weights: Optional[str] = None  # file name under models/weights/ when shipped
     notes: Tuple[str, ...] = ()
 
     @property

@@ -13,16 +13,19 @@ from .._hashing import sha256_file  # noqa: F401  (re-exported)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
+def has_pretrained(name: str) -> bool:
+    """Shipping weights is adding ``weights/<name>.safetensors`` and its card ``<name>.json`` (train/ship.py)."""
+    get_model_config(name)  # an unknown name is an error, not "no weights"
+    return (WEIGHTS_DIR / f"{name}.safetensors").is_file()
 
 
 def pretrained_path(name: str) -> Path:
-    cfg = get_model_config(name)
-    if not cfg.weights or not (WEIGHTS_DIR / cfg.weights).is_file():
+    if not has_pretrained(name):
         raise CheckpointError(
             f"model {name!r} has no shipped pretrained weights yet; train it with `lightseg-train --model {name}` "
             f"and pass the checkpoint instead"
         )
-    return WEIGHTS_DIR / cfg.weights
+    return WEIGHTS_DIR / f"{name}.safetensors"
 
 
 def model_card(name: str) -> dict:

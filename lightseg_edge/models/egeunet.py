@@ -179,7 +179,6 @@ _CFG = ModelConfig(
     ),
     origin_url="https://github.com/JCruan519/EGE-UNet",
     license="none stated upstream (re-implemented from the paper and its released code, no upstream code included)",
-    weights=None,
     notes=("released pipeline: (img - dataset mean) / std, then per-image min-max to 0..255; here 'raw' 0..255",),
 )
 

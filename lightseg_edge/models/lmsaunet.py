@@ -332,7 +332,6 @@ def _cfg(name: str, n: int, params: int) -> ModelConfig:
         ),
         origin_url="https://github.com/hubosheng123/skin-disease",
         license="see upstream repository",
-        weights=None,
         notes=(
             f"ECDF compression N = {n}",
             "single logit = released lesion logit minus background logit",

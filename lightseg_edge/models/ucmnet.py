@@ -162,7 +162,6 @@ _CFG = ModelConfig(
     ),
     origin_url="https://github.com/chunyuyuan/UCM-Net",
     license="see upstream repository",
-    weights="ucmnet.safetensors",
 )
 
 

@@ -114,7 +114,6 @@ _CFG = ModelConfig(
     ),
     origin_url="https://github.com/milesial/Pytorch-UNet",
     license="GPL-3.0 (milesial/Pytorch-UNet, the reference variant; re-implemented, no upstream code)",
-    weights=None,
     notes=(
         (
             "no official pipeline for this comparison; it uses UCM-Net's (per-image min-max to 0..1), the pipeline in "

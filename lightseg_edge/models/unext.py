@@ -154,7 +154,6 @@ _CFG = ModelConfig(
     ),
     origin_url="https://github.com/jeya-maria-jose/UNeXt-pytorch",
     license="MIT (upstream repository)",
-    weights=None,
     notes=("released pipeline: albumentations Normalize() (ImageNet mean/std on 0..1)",),
 )
 
