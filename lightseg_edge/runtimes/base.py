@@ -18,7 +18,7 @@ from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_
 
 import numpy as np
 
-from ..data.transforms import check_image, logits_to_proba, preprocess_batch, proba_to_mask
+from ..data.transforms import check_image, logits_to_mask, logits_to_proba, preprocess_batch
 from ..errors import InvalidInputError, PredictorClosedError
 from ..types import InputSpec, Precision, PreprocessConfig, Runtime
 
@@ -214,7 +214,8 @@ class BasePredictor:
     def predict_batch(self, images: Sequence[np.ndarray], threshold: Optional[float] = None) -> List[np.ndarray]:
         """Each image -> HxW uint8 mask in {0, 1} at its own resolution."""
         t = self._threshold if threshold is None else _check_threshold(threshold)
-        return [proba_to_mask(p, t) for p in self.predict_proba_batch(images)]
+        logits = self._logits_for(images)
+        return [logits_to_mask(lg, im.shape[:2], t) for lg, im in zip(logits, images)]
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB -> HxW float32 lesion probabilities."""

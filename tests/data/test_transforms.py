@@ -74,3 +74,41 @@ def test_postprocess_back_to_input_resolution():
 def test_sigmoid_is_stable_for_extreme_logits():
     s = sigmoid(np.array([-1000.0, 0.0, 1000.0], np.float32))
     assert np.allclose(s, [0.0, 0.5, 1.0]) and np.isfinite(s).all()
+
+
+def _float_normalize(image, cfg):
+    """Every pixel in float32, as the lookup tables must reproduce bit for bit."""
+    x = image.astype(np.float32)
+    if cfg.mode == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    elif cfg.mode == "scale":
+        x /= 255.0
+    elif cfg.mode == "meanstd":
+        x = (x / 255.0 - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("mode", ["minmax", "scale", "meanstd", "raw"])
+def test_lookup_normalisation_is_bit_identical_on_real_images(sample_dir, mode):
+    from lightseg_edge.data.io import read_image
+
+    cfg = PreprocessConfig(size=(256, 256), mode=mode)
+    images = [read_image(p) for p in sorted((sample_dir / "images").iterdir())]
+    for im in images + [np.full((5, 7, 3), 9, np.uint8)]:  # a flat image: minmax's 0/0 case
+        x = normalize(im, cfg)
+        assert x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(x, _float_normalize(im, cfg))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1e-6, 0.3, 0.5, 0.9, 1 - 1e-6, 1.0])
+def test_mask_from_logits_is_bit_identical_to_the_sigmoid_path(threshold):
+    from lightseg_edge.data.transforms import logits_to_mask
+
+    rng = np.random.default_rng(0)
+    cut = np.float32(np.log(threshold / (1 - threshold))) if 0 < threshold < 1 else np.float32(0)
+    # logits spread widely, plus values at and one float step either side of the cut, where rounding decides
+    edge = np.array([cut, np.nextafter(cut, np.float32(-np.inf)), np.nextafter(cut, np.float32(np.inf))], np.float32)
+    lg = np.concatenate([rng.normal(0, 8, 64 * 64 - 3).astype(np.float32), edge]).reshape(1, 64, 64)
+    for size in ((64, 64), (97, 131)):
+        np.testing.assert_array_equal(logits_to_mask(lg, size, threshold), proba_to_mask(logits_to_proba(lg, size), threshold))

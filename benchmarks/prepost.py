@@ -1,0 +1,154 @@
+"""Pre/post-processing overhead: ``predict()`` on a full-size image against inference alone, side by side.
+
+    python benchmarks/prepost.py [--models ucmnet,lmsaunet] [--size 512] [--rounds 5] [--iters 50] [--pause-pid PID]
+
+For each model (shipped weights, else seeded random ones) it exports an fp32 ONNX (in a child process: no torch
+here) and times, with ONNX Runtime on
+``--threads`` threads and batch 1, three things on the same real ISIC image resized to ``--size``:
+
+- ``infer``: the network alone on an already preprocessed 1x3x256x256 input;
+- ``predict``: uint8 RGB in, uint8 mask at the image's size out (resize, per-channel lookup-table normalisation,
+  inference, logits resized and compared with logit(threshold));
+- ``predict (float path)``: the same through the previous float implementation (normalise every pixel in float32,
+  sigmoid over the full-size logits, then threshold), kept here as the reference.
+
+Rounds are interleaved (A B C, then C B A, ...); a figure is the median of its rounds' medians. The two predict paths
+must give identical masks, which the script checks. Writes ``prepost.json`` and ``prepost.md`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+
+def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="ucmnet,lmsaunet")
+    p.add_argument("--size", type=int, default=512, help="side of the square test image (default 512)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--iters", type=int, default=50, help="timed calls per variant and round")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--pause-pid", type=int, help="SIGSTOP this process while measuring (SIGCONT afterwards)")
+    p.add_argument("--out", default="bench-results")
+    return p.parse_args(argv)
+
+
+def _float_path(predictor, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The previous implementation: float normalisation of every pixel, full-size sigmoid."""
+    from lightseg_edge.data.transforms import logits_to_proba, proba_to_mask, resize_image
+
+    cfg = predictor.preprocess_config
+    x = resize_image(image, cfg.size).astype(np.float32)
+    if cfg.mode == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    elif cfg.mode == "scale":
+        x /= 255.0
+    elif cfg.mode == "meanstd":
+        x = (x / 255.0 - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+    batch = np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)[None]
+    return proba_to_mask(logits_to_proba(predictor.infer(batch)[0], image.shape[:2]), threshold)
+
+
+def _median_ms(fn: Callable[[], Any], iters: int) -> float:
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e6
+
+
+def _image(size: int) -> np.ndarray:
+    import cv2
+
+    from lightseg_edge.data.io import read_image
+
+    sample = Path(__file__).resolve().parents[1] / "tests" / "assets" / "isic_sample" / "images"
+    return cv2.resize(read_image(min(sample.iterdir())), (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def _predictor(model: str, work: Path, threads: int):
+    """Exported in a child process, so this one holds no torch thread pool competing with ONNX Runtime's."""
+    from lightseg_edge.runtimes import load_predictor
+
+    cmd = [sys.executable, "-m", "lightseg_edge.cli.export", "--model", model, "--output", str(work / model)]
+    shipped = (Path(__file__).resolve().parents[1] / "lightseg_edge" / "models" / "weights" / f"{model}.safetensors").is_file()
+    done = subprocess.run(cmd if shipped else cmd + ["--weights", "random"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"error: exporting {model} failed: {done.stderr.strip()[-500:]}")
+    return load_predictor(str(work / model), runtime="onnxruntime", precision="fp32", threads=threads), "shipped" if shipped else "random"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parse(argv)
+    from lightseg_edge.bench.machine import load_between, snapshot
+    from lightseg_edge.bench.report import atomic_write
+    from lightseg_edge.data.transforms import preprocess_batch
+
+    image = _image(args.size)
+    result: Dict[str, Any] = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "settings": vars(args), "models": {}}
+    if args.pause_pid:
+        os.kill(args.pause_pid, signal.SIGSTOP)
+    try:
+        with tempfile.TemporaryDirectory(prefix="prepost-") as work:
+            for model in [m for m in args.models.split(",") if m]:
+                pred, weights = _predictor(model, Path(work), args.threads)
+                batch = preprocess_batch([image], pred.preprocess_config)
+                same = bool(np.array_equal(pred.predict(image), _float_path(pred, image)))
+                variants = {"infer": lambda: pred.infer(batch), "predict": lambda: pred.predict(image),
+                            "predict (float path)": lambda: _float_path(pred, image)}
+                for fn in variants.values():
+                    _median_ms(fn, 5)  # warm-up
+                rounds: Dict[str, List[float]] = {k: [] for k in variants}
+                before = snapshot()
+                for r in range(args.rounds):
+                    for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
+                        rounds[name].append(_median_ms(variants[name], args.iters))
+                load = load_between(before, snapshot())
+                med = {k: statistics.median(v) for k, v in rounds.items()}
+                result["models"][model] = {"weights": weights, "masks_identical": same, "rounds_ms": rounds, "median_ms": med,
+                                           "predict_over_infer": med["predict"] / med["infer"],
+                                           "float_path_over_infer": med["predict (float path)"] / med["infer"],
+                                           "loadavg": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
+                pred.close()
+                print(f"{model}: infer {med['infer']:.2f} ms, predict {med['predict']:.2f} ms "
+                      f"({med['predict'] / med['infer']:.2f}x), float path {med['predict (float path)']:.2f} ms; masks identical: {same}",
+                      file=sys.stderr, flush=True)
+    finally:
+        if args.pause_pid:
+            os.kill(args.pause_pid, signal.SIGCONT)
+    lines = ["# predict() vs inference alone (ONNX Runtime fp32, batch 1)", "",
+             f"Created {result['created']}; a real ISIC image resized to {args.size}x{args.size}, {args.threads} threads, "
+             f"{args.rounds} interleaved rounds of {args.iters} calls, median of round medians.", "",
+             "| model | weights | infer ms | predict ms | predict / infer | float path ms | float path / infer | masks identical | other processes' CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    for model, m in result["models"].items():
+        med = m["median_ms"]
+        share = "-" if m["other_cpu_share"] is None else f"{m['other_cpu_share']:.0%}"
+        lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | "
+                     f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {m['masks_identical']} | {share} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "prepost.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write(out / "prepost.md", ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+    return 0 if all(m["masks_identical"] for m in result["models"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
