@@ -55,3 +55,12 @@ class _FakeComplexity:
     """Counting MACs of U-Net takes seconds; the counts have their own tests in tests/models."""
 
     params, macs = 1000, 2e9
+
+
+def test_readme_block_is_replaced_and_nothing_else(tmp_path):
+    doc = f"intro\n{zoo.BEGIN}\nold table\n{zoo.END}\noutro\n"
+    assert zoo.replace_block(doc, "| new |\n") == f"intro\n{zoo.BEGIN}\n| new |\n{zoo.END}\noutro\n"
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    assert zoo.main(["--readme", str(readme)]) == 2
+    assert readme.read_text() == "no markers here\n"
