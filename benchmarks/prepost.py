@@ -48,18 +48,10 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def _float_path(predictor, image: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """The previous implementation: float normalisation of every pixel, full-size sigmoid."""
-    from lightseg_edge.data.transforms import logits_to_proba, proba_to_mask, resize_image
+    from lightseg_edge.data.transforms import logits_to_proba, normalize_per_pixel, proba_to_mask, resize_image
 
     cfg = predictor.preprocess_config
-    x = resize_image(image, cfg.size).astype(np.float32)
-    if cfg.mode == "minmax":
-        lo, hi = float(x.min()), float(x.max())
-        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    elif cfg.mode == "scale":
-        x /= 255.0
-    elif cfg.mode == "meanstd":
-        x = (x / 255.0 - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
-    batch = np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)[None]
+    batch = normalize_per_pixel(resize_image(image, cfg.size), cfg)[None]
     return proba_to_mask(logits_to_proba(predictor.infer(batch)[0], image.shape[:2]), threshold)
 
 

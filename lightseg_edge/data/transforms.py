@@ -48,6 +48,19 @@ def _levels(cfg: PreprocessConfig, lo: float = 0.0, hi: float = 255.0) -> np.nda
     return x
 
 
+def normalize_per_pixel(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """The definition of the normalisation, every pixel in float32; ``normalize`` computes the same bits faster."""
+    x = image.astype(np.float32)
+    if cfg.mode == "minmax":
+        lo, hi = float(x.min()), float(x.max())
+        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
+    elif cfg.mode == "scale":
+        x /= 255.0
+    elif cfg.mode == "meanstd":
+        x = (x / 255.0 - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
 def normalize(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """HxWx3 uint8 (already at network size) -> 3xHxW float32 normalised as ``cfg.mode`` says.
 

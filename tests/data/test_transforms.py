@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lightseg_edge.data import binarize_mask
-from lightseg_edge.data.transforms import check_image, logits_to_proba, normalize, preprocess, proba_to_mask, sigmoid
+from lightseg_edge.data.transforms import check_image, logits_to_proba, normalize, normalize_per_pixel, preprocess, proba_to_mask, sigmoid
 from lightseg_edge.errors import InvalidInputError
 from lightseg_edge.types import PreprocessConfig
 
@@ -76,19 +76,6 @@ def test_sigmoid_is_stable_for_extreme_logits():
     assert np.allclose(s, [0.0, 0.5, 1.0]) and np.isfinite(s).all()
 
 
-def _float_normalize(image, cfg):
-    """Every pixel in float32, as the lookup tables must reproduce bit for bit."""
-    x = image.astype(np.float32)
-    if cfg.mode == "minmax":
-        lo, hi = float(x.min()), float(x.max())
-        x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    elif cfg.mode == "scale":
-        x /= 255.0
-    elif cfg.mode == "meanstd":
-        x = (x / 255.0 - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
-
-
 @pytest.mark.parametrize("mode", ["minmax", "scale", "meanstd", "raw"])
 def test_lookup_normalisation_is_bit_identical_on_real_images(sample_dir, mode):
     from lightseg_edge.data.io import read_image
@@ -98,7 +85,7 @@ def test_lookup_normalisation_is_bit_identical_on_real_images(sample_dir, mode):
     for im in images + [np.full((5, 7, 3), 9, np.uint8)]:  # a flat image: minmax's 0/0 case
         x = normalize(im, cfg)
         assert x.dtype == np.float32 and x.flags["C_CONTIGUOUS"]
-        np.testing.assert_array_equal(x, _float_normalize(im, cfg))
+        np.testing.assert_array_equal(x, normalize_per_pixel(im, cfg))
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1e-6, 0.3, 0.5, 0.9, 1 - 1e-6, 1.0])
