@@ -54,7 +54,7 @@ def test_file_sizes(tmp_path):
 
 
 @pytest.mark.gpu
-def test_nvml_probe_reads_device_memory():  # UNVERIFIED path: needs an NVIDIA driver
+def test_nvml_probe_reads_device_memory():  # needs an NVIDIA driver
     from lightseg_edge.bench.memory import nvml_probe_for
 
     probe = nvml_probe_for("cuda:0")
