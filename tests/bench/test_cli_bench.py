@@ -46,10 +46,9 @@ def test_model_with_random_weights(tmp_path, capsys):
 
 
 def _shipped(name):
-    from lightseg_edge.models._weights import WEIGHTS_DIR, get_model_config
+    from lightseg_edge.models._weights import has_pretrained
 
-    cfg = get_model_config(name)
-    return bool(cfg.weights and (WEIGHTS_DIR / cfg.weights).is_file())
+    return has_pretrained(name)
 
 
 @pytest.mark.skipif(not _shipped("ucmnet"), reason="no shipped ucmnet weights in this checkout")

@@ -10,15 +10,14 @@ from lightseg_edge._optional import is_available
 from lightseg_edge.bench.matrix import BenchOptions, Plan, make_plan, plan_model, resolve_weights
 from lightseg_edge.errors import InvalidInputError, LightsegError
 from lightseg_edge.models import list_models
-from lightseg_edge.models._weights import WEIGHTS_DIR, get_model_config
+from lightseg_edge.models._weights import has_pretrained
 
 NO_TRT = not is_available("tensorrt")
 
 
 def test_weights_resolution(tmp_path):
     for name in list_models():  # shipped weights when the registry has them, else seeded random weights, said so
-        cfg = get_model_config(name)
-        shipped = bool(cfg.weights and (WEIGHTS_DIR / cfg.weights).is_file())
+        shipped = has_pretrained(name)
         w = resolve_weights(name, None)
         assert (w.value, w.label, w.meaningful) == ((None, "pretrained", True) if shipped else ("random:0", "random:0", False))
         assert shipped or "no shipped weights" in w.note
