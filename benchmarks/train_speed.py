@@ -88,7 +88,8 @@ class _Runner:
 
         from lightseg_edge.models import create_model
         from lightseg_edge.train.recipes import recipe_for
-        from lightseg_edge.train.trainer import _optimizer, keep_dilated_convs_fp32
+        from lightseg_edge.train.device import keep_dilated_convs_fp32
+        from lightseg_edge.train.trainer import _optimizer
         from lightseg_edge.types import TrainPrecision
 
         torch.manual_seed(0)

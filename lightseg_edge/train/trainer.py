@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -13,7 +12,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -24,6 +22,7 @@ from ..errors import CheckpointError, LightsegError
 from ..models import create_model, get_model_config
 from ..types import PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
+from .device import autocast, keep_dilated_convs_fp32, resolve_device
 from .losses import LOSSES, group_loss
 from .metrics import MetricAccumulator
 from .recipes import recipe_for
@@ -84,52 +83,6 @@ def _resolved(cfg: TrainConfig) -> TrainConfig:
 def _preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
     pre = get_model_config(cfg.model).preprocess
     return replace(pre, size=(cfg.img_size, cfg.img_size)) if cfg.img_size else pre
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" is CUDA when PyTorch sees a GPU, else CPU; an explicit CUDA device that is absent is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise LightsegError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LightsegError(f"--device {name}: PyTorch sees no CUDA device here (torch {torch.__version__}); use --device cpu")
-    return dev
-
-
-def autocast(device: torch.device, precision: TrainPrecision):
-    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
-    precision = TrainPrecision(precision)
-    if precision is TrainPrecision.FP32:
-        return contextlib.nullcontext()
-    if precision is TrainPrecision.FP16 and device.type != "cuda":
-        raise LightsegError("--precision fp16: fp16 training needs a CUDA device; use bf16 on a CPU")
-    dtype = torch.bfloat16 if precision is TrainPrecision.BF16 else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-class _Fp32Forward:
-    """A module forward that runs in fp32 with autocast off (see ``keep_dilated_convs_fp32``)."""
-
-    def __init__(self, forward) -> None:
-        self.forward = forward
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cpu", enabled=False):
-            return self.forward(x.float())
-
-
-def keep_dilated_convs_fp32(model: torch.nn.Module, device: torch.device, precision: TrainPrecision) -> torch.nn.Module:
-    """Under bf16 autocast on CPU, dilated convolutions run in fp32: oneDNN's bf16 backward of them corrupts the heap
-    on small feature maps (torch 2.13: EGE-UNet at 128x128 dies with SIGSEGV within a step). They are a few depthwise
-    3x3s per model, so the cost is small; the weights are untouched."""
-    if device.type == "cpu" and TrainPrecision(precision) is TrainPrecision.BF16:
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.Conv2d) and max(mod.dilation) > 1:
-                mod.forward = _Fp32Forward(mod.forward)
-    return model
 
 
 @torch.no_grad()

@@ -1,0 +1,56 @@
+"""Where and in what precision training runs: the device, autocast, and a guard against a oneDNN bf16 bug."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ..errors import LightsegError
+from ..types import TrainPrecision
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" is CUDA when PyTorch sees a GPU, else CPU; an explicit CUDA device that is absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise LightsegError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LightsegError(f"--device {name}: PyTorch sees no CUDA device here (torch {torch.__version__}); use --device cpu")
+    return dev
+
+
+def autocast(device: torch.device, precision: TrainPrecision):
+    """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
+    precision = TrainPrecision(precision)
+    if precision is TrainPrecision.FP32:
+        return contextlib.nullcontext()
+    if precision is TrainPrecision.FP16 and device.type != "cuda":
+        raise LightsegError("--precision fp16: fp16 training needs a CUDA device; use bf16 on a CPU")
+    dtype = torch.bfloat16 if precision is TrainPrecision.BF16 else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class _Fp32Forward:
+    """A module forward that runs in fp32 with autocast off (see ``keep_dilated_convs_fp32``)."""
+
+    def __init__(self, forward) -> None:
+        self.forward = forward
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", enabled=False):
+            return self.forward(x.float())
+
+
+def keep_dilated_convs_fp32(model: torch.nn.Module, device: torch.device, precision: TrainPrecision) -> torch.nn.Module:
+    """Under bf16 autocast on CPU, dilated convolutions run in fp32: oneDNN's bf16 backward of them corrupts the heap
+    on small feature maps (torch 2.13: EGE-UNet at 128x128 dies with SIGSEGV within a step). They are a few depthwise
+    3x3s per model, so the cost is small; the weights are untouched."""
+    if device.type == "cpu" and TrainPrecision(precision) is TrainPrecision.BF16:
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.Conv2d) and max(mod.dilation) > 1:
+                mod.forward = _Fp32Forward(mod.forward)
+    return model
