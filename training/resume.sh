@@ -6,10 +6,9 @@ cd "$(dirname "$0")/.."
 DATA=${LIGHTSEG_ISIC2018:-../shared/data/isic2018}
 run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 
-# lmsaunet: epochs 1-9 ran on a GPU at 256x256 (batch 16, fp32, a 14-epoch cosine); the CPU finishes with one
-# epoch at 256x256 and bf16 autocast on a cosine shortened to 10 epochs. (Progressive resizing was tried for
-# epochs 10-13 and dropped: after one epoch at 128x128, val mDice at 256x256 fell from 0.863 to 0.616.)
-run --model lmsaunet --out training/lmsaunet --epochs 10 --batch-size 16 --precision bf16
+# lmsaunet_n32: epochs 1-6 ran on a GPU at 256x256 (batch 16, fp32, an 8-epoch cosine); the CPU finishes the last
+# two with bf16 autocast (about 30 minutes an epoch on 2 cores).
+run --model lmsaunet_n32 --out training/lmsaunet_n32 --epochs 8 --batch-size 16 --precision bf16
 # The small baselines on the CPU at 256x256, fp32 (bf16 does not pay for them: benchmarks/results/train_speed.md)
 # except UNeXt-S; one short cosine period instead of the papers' 300 epochs (cosine cycles of 50).
 run --model egeunet --out training/egeunet --epochs 30
