@@ -16,6 +16,7 @@ Method (worked out by measurement here):
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import subprocess
@@ -203,6 +204,7 @@ def _device_delta(probe: Optional[NvmlProbe], before: Tuple[Optional[int], Optio
 
 def measure_load(load: Callable[[], Any], device: Optional[NvmlProbe] = None, interval_s: float = SAMPLE_INTERVAL_S) -> Tuple[Any, Dict[str, Any]]:
     """Call ``load()`` (creating a predictor) with the sampler on; return its result and what it added."""
+    gc.collect()  # garbage freed during load() would otherwise hide part of what it adds
     dev_before = device.read() if device is not None else (None, None)
     before = rss_bytes()
     with PeakSampler(interval_s, device) as s:
@@ -222,6 +224,7 @@ def measure_inference(run: Callable[[], Any], runs: int = DEFAULT_MEMORY_RUNS, m
 
     Stops early after ``max_seconds`` once ``MIN_MEMORY_RUNS`` calls were made (a slow model on a loaded CPU).
     """
+    gc.collect()
     dev_before = device.read() if device is not None else (None, None)
     monitor = TegrastatsMonitor(tegrastats) if tegrastats else None
     before = rss_bytes()
