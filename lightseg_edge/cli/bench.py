@@ -16,7 +16,7 @@ Exit status: 0 when at least one row was measured, 1 when every row was skipped 
 examples:
   lightseg-bench --model ucmnet
   lightseg-bench --onnx exports/ucmnet-256-fp16/model.onnx --batch 1,8 --json bench.json
-  lightseg-bench --all --data ../shared/data/isic2018 --max-images 100 --markdown bench.md --plot bench.png
+  lightseg-bench --all --data path/to/isic2018 --max-images 100 --markdown bench.md --plot bench.png
 """
 
 from __future__ import annotations

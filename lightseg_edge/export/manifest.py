@@ -3,7 +3,7 @@
 Runtimes and benchmarks read an export folder only through ``read_manifest``. This module needs nothing beyond the
 standard library (it runs on the Jetson, Python 3.8).
 
-Keys (see the team brief): format, model, created, weights {source, sha256}, input (InputSpec.to_dict), preprocess
+Keys: format, model, created, weights {source, sha256}, input (InputSpec.to_dict), preprocess
 (PreprocessConfig.to_dict), output, opset, artifacts {fp32|fp16|int8|engine: {path, sha256, ...}} with paths relative
 to the folder, parity, calibration, accuracy, tensorrt, tools, steps.
 """

@@ -2,7 +2,7 @@
 
 Both tools fold BatchNorm into Conv and remove the TorchScript exporter's Identity/Constant/Shape clutter
 (UCM-Net: 437 -> ~260 nodes), with outputs equal to 1e-7 (measured here). onnxsim comes first
-because the issue asks for it; onnxslim (pure Python, the only one installable on JetPack 5) is the fallback when
+because it is the reference simplifier most deployment guides use; onnxslim (pure Python, the only one installable on JetPack 5) is the fallback when
 onnxsim is missing or fails. The parity step afterwards compares the simplified graph with PyTorch.
 """
 

@@ -13,8 +13,8 @@ optimisation profile's max batch for dynamic engines) and their addresses are bo
 captures ``execute_async_v3`` into a CUDA graph after the first eager call for a shape and replays it while the
 shape stays the same (a new shape drops the graph and runs eagerly again).
 
-Where device memory comes from (``buffers=``): the issue prefers torch CUDA tensors, then cuda-python, then pycuda,
-and also requires that running a TensorRT predictor never imports torch (a firmware image ships tensorrt without
+Where device memory comes from (``buffers=``): torch CUDA tensors are preferred, then cuda-python, then pycuda,
+and running a TensorRT predictor must never import torch (a firmware image ships tensorrt without
 torch). ``buffers="auto"`` satisfies both:
 
 1. ``torch`` if torch is *already imported* in this process: the application uses it anyway, so sharing its CUDA

@@ -1,6 +1,6 @@
 """Turn a training run into shipped weights: safetensors inside the package plus a JSON model card.
 
-    python -m lightseg_edge.train.ship --model ucmnet --run runs/ucmnet --data ../shared/data/isic2018
+    python -m lightseg_edge.train.ship --model ucmnet --run runs/ucmnet --data path/to/isic2018
 
 The card's metrics are measured here, on the val and test splits, from the exact tensors that are shipped; the
 README's figures are copied from the card.
@@ -92,7 +92,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
         "training": {
             "epochs_run": len(history),
             "best_epoch": best["epoch"] + 1,
-            "config": best["config"],
+            "config": {**best["config"], "data": Path(best["config"]["data"]).name},  # the folder's name, not this machine's path
             "recipe": best["recipe"],
             "lr_by_epoch": [h["lr"] for h in history],
             "history": history,  # every epoch: LR, train loss/Dice, val metrics, seconds (device and precision when recorded)

@@ -142,3 +142,22 @@ def test_bf16_cpu_training_of_dilated_convs_survives(sample_dir, tmp_path, model
            "--img-size", "128", "--batch-size", "4", "--precision", "bf16", "--device", "cpu", "--epochs", "2", "--threads", "2", "--no-progress"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_compacted_resume_state_is_small_and_resumes(sample_dir, tmp_path):
+    from lightseg_edge.train.checkpoint import compact
+
+    args = ["--model", "malunet", "--data", str(sample_dir), "--out", str(tmp_path), "--img-size", "128", "--batch-size", "4",
+            "--no-progress", "--threads", "1"]
+    assert train_cli.main(args + ["--epochs", "1"]) == 0
+    before = torch.load(tmp_path / "last.pt", weights_only=True)
+    full = (tmp_path / "last.pt").stat().st_size
+    assert compact(tmp_path / "last.pt") == "optimiser moments in bf16"
+    assert (tmp_path / "last.pt").stat().st_size < 0.75 * full
+    after = torch.load(tmp_path / "last.pt", weights_only=True)
+    for k, v in before["model"].items():
+        assert torch.equal(after["model"][k], v), k  # weights stay exact
+    assert compact(tmp_path / "last.pt", limit=1) == "optimiser moments dropped"
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]["state"] == {}
+    assert train_cli.main(args + ["--epochs", "2", "--resume"]) == 0
+    assert [h["epoch"] for h in torch.load(tmp_path / "last.pt", weights_only=True)["history"]] == [1, 2]
