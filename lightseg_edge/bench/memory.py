@@ -3,9 +3,12 @@
 Method (worked out by measurement here):
 - Peak RSS is sampled every 1 ms by a psutil thread **in a loop of its own**, never while latency is timed: a Python
   sampling thread competes for the GIL and inflated torch-eager times 20-30x when it ran during timing.
-- "Load" is RSS after creating the predictor minus RSS just before (the runtime package already imported, so the
-  import itself is not counted); "inference" is the peak during ``runs`` inferences minus RSS just before the first
-  of them. The benchmark runs this loop before any timing, so the first inference (allocator growth, lazy kernel
+- Deltas count the process's private (anonymous) resident memory, RSS minus its file-backed and shared pages: the
+  kernel drops and re-reads shared-library pages as the page cache needs, which moved total-RSS deltas by 15 MB on
+  a busy machine. Process totals (``process_peak_mb``) are full RSS.
+- "Load" is private memory after creating the predictor minus private memory just before (the runtime package
+  already imported, so the import itself is not counted); "inference" is the peak during ``runs`` inferences minus
+  the level just before the first of them. The benchmark runs this loop before any timing, so the first inference (allocator growth, lazy kernel
   selection) is inside it.
 - ``ru_maxrss`` is not used: for a process that execs ONNX Runtime, Linux keeps the parent's high-water mark.
 - NVML (desktop GPU; run on an H100/H200): this process's ``usedGpuMemory`` from ``nvmlDeviceGetComputeRunningProcesses``
@@ -37,6 +40,13 @@ MIN_MEMORY_RUNS = 3
 def rss_bytes() -> int:
     psutil = require("psutil", purpose="measuring memory")
     return int(psutil.Process().memory_info().rss)
+
+
+def private_bytes(info: Any = None) -> int:
+    """Anonymous resident memory (RSS minus file-backed/shared pages) from ``info`` or a fresh reading."""
+    if info is None:
+        info = require("psutil", purpose="measuring memory").Process().memory_info()
+    return int(info.rss - getattr(info, "shared", 0))
 
 
 # ---------------------------------------------------------------------------------------------------- device probes
@@ -157,15 +167,16 @@ class PeakSampler:
         self._device_every = max(1, device_every)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self.peak = 0
+        self.peak = 0  # full RSS
+        self.private_peak = 0
         self.samples = 0
         self.device_peak_process: Optional[int] = None
         self.device_peak_total: Optional[int] = None
 
     def _sample(self) -> None:
-        rss = self._proc.memory_info().rss
-        if rss > self.peak:
-            self.peak = rss
+        info = self._proc.memory_info()
+        self.peak = max(self.peak, info.rss)
+        self.private_peak = max(self.private_peak, private_bytes(info))
         if self._device is not None and self.samples % self._device_every == 0:
             proc, total = self._device.read()
             if proc is not None:
@@ -206,13 +217,14 @@ def measure_load(load: Callable[[], Any], device: Optional[NvmlProbe] = None, in
     """Call ``load()`` (creating a predictor) with the sampler on; return its result and what it added."""
     gc.collect()  # garbage freed during load() would otherwise hide part of what it adds
     dev_before = device.read() if device is not None else (None, None)
-    before = rss_bytes()
+    rss_before, before = rss_bytes(), private_bytes()
     with PeakSampler(interval_s, device) as s:
         value = load()
-    after = rss_bytes()
+    after = private_bytes()
     source, dev_delta, _ = _device_delta(device, dev_before, s)
     return value, {
-        "rss_before_load_mb": before / MB, "load_delta_mb": (after - before) / MB, "load_peak_delta_mb": (s.peak - before) / MB,
+        "rss_before_load_mb": rss_before / MB, "load_delta_mb": (after - before) / MB,
+        "load_peak_delta_mb": (s.private_peak - before) / MB,
         "device_source": source, "device_load_delta_mb": dev_delta,
     }
 
@@ -227,7 +239,7 @@ def measure_inference(run: Callable[[], Any], runs: int = DEFAULT_MEMORY_RUNS, m
     gc.collect()
     dev_before = device.read() if device is not None else (None, None)
     monitor = TegrastatsMonitor(tegrastats) if tegrastats else None
-    before = rss_bytes()
+    rss_before, before = rss_bytes(), private_bytes()
     done = 0
     t0 = time.perf_counter()
     try:
@@ -246,7 +258,7 @@ def measure_inference(run: Callable[[], Any], runs: int = DEFAULT_MEMORY_RUNS, m
     if tegra is not None and source is None:
         source = "tegrastats"
     return {
-        "rss_before_inference_mb": before / MB, "inference_peak_delta_mb": (s.peak - before) / MB, "process_peak_mb": s.peak / MB,
+        "rss_before_inference_mb": rss_before / MB, "inference_peak_delta_mb": (s.private_peak - before) / MB, "process_peak_mb": s.peak / MB,
         "runs": done, "samples": s.samples, "sampler_interval_ms": interval_s * 1000.0, "device_source": source,
         "device_inference_peak_delta_mb": dev_delta, "device_total_used_mb": dev_total, "tegrastats": tegra,
     }
