@@ -143,7 +143,7 @@ _CFG = ModelConfig(
     name="ucmnet",
     family="ucmnet",
     paper="UCM-Net: A Lightweight and Efficient Solution for Skin Lesion Segmentation using MLP and CNN",
-    citation="Yuan, Zhao, Gagne, Wang. UCM-Net. Biomedical Signal Processing and Control, 2024; arXiv:2310.09457",
+    citation="Yuan, Zhao, Agaian. UCM-Net. Biomedical Signal Processing and Control 2024, 106573; arXiv:2310.09457",
     preprocess=PreprocessConfig(size=(256, 256), mode="minmax"),
     # The stem pool and five stride-2 patch embeds halve the size six times; the decoder adds skips after exact x2
     # upsampling, so H and W must be multiples of 64 (a multiple of 32 such as 224 fails).

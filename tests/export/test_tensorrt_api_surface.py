@@ -63,7 +63,7 @@ KNOWN_REMOVED: Dict[str, Set[Tuple[Optional[str], str]]] = {
         (None, "get_calibration_profile"),
     },
 }
-# Introduced after TensorRT 8.6 (toolchain reference §1.9): absent on JetPack 5 / 6.0.
+# Introduced after TensorRT 8.6: absent on JetPack 5 / 6.0.
 NEWER_THAN_8_6 = {"STRONGLY_TYPED", "device_memory_size_v2", "get_device_memory_size_for_profile_v2"}
 # Older-release names that may legitimately be probed although no listed release has them.
 LEGACY_NAMES = {

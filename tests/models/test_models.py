@@ -11,7 +11,7 @@ from lightseg_edge.errors import InvalidInputError, UnknownModelError
 from lightseg_edge.models import create_model, get_model_config, list_models
 from lightseg_edge.models.complexity import count_macs, used_parameters
 
-# From shared/specs: create_model(name) parameter counts (ucmnet: released architecture without its dead vectors).
+# create_model(name) parameter counts (docs/models.md explains each against its paper) (ucmnet: released architecture without its dead vectors).
 EXPECTED_PARAMS = {
     "ucmnet": 46_188,
     "lmsaunet": 476_738,
