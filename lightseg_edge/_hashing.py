@@ -1,10 +1,22 @@
-"""File hashing shared by manifests, weights and model cards (stdlib only, Python 3.8 compatible)."""
+"""File hashing, and the integrity rules for files a manifest names (stdlib only, Python 3.8 compatible).
+
+The rules live here, once, because three readers apply them: ``export.manifest`` (export and ``lightseg-bench``),
+``runtimes.manifest`` (``load_predictor``) and the PyTorch runtime's weights check. A named file must stay inside its
+folder after symlinks are resolved, and must carry a well-formed sha256 that the file's bytes match before use.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
+import stat
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
+
+from .errors import ManifestError
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def sha256_file(path: Union[str, Path]) -> str:
@@ -14,3 +26,86 @@ def sha256_file(path: Union[str, Path]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def brief_repr(value: object, limit: int = 200) -> str:
+    """A value for a one-line message: its repr, middle cut out when long (the end of a path names the file)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit // 2 - 2]}...{text[-(limit // 2 - 1):]}"
+
+
+def shown(path: object) -> str:
+    """A path for a one-line message: as is, or quoted with escapes when it holds a newline or other control text."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def check_sha256(value: object, what: str, where: Union[str, Path]) -> str:
+    """``value`` as a lowercase hex sha256; a missing, null or malformed digest is refused (nothing loads unverified)."""
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise ManifestError(
+            f"{where}: {what} needs a 'sha256' of 64 hex digits, found {brief_repr(value)}; "
+            f"re-run lightseg-export so the manifest records every file's hash"
+        )
+    return value.lower()
+
+
+def member_path(folder: Union[str, Path], name: object, what: str, where: Union[str, Path]) -> Path:
+    """The resolved path of ``name`` inside ``folder``; ManifestError when it is not a relative name that stays inside.
+
+    The name is checked as written (no absolute path, no '..') and again after resolving symlinks, since a symlink
+    inside the folder can point anywhere. The resolved path is returned so later checks and opens use that file.
+    """
+    rel = Path(name) if isinstance(name, str) and name and "\x00" not in name else None
+    if rel is None or not rel.parts or rel.is_absolute() or ".." in rel.parts:
+        raise ManifestError(
+            f"{where}: {what}: path {brief_repr(name)} must be relative to the export folder and stay inside it; "
+            f"expected a file name relative to the folder such as 'model.onnx'"
+        )
+    try:
+        root = Path(folder).resolve()
+        full = (root / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise ManifestError(f"{shown(where)}: {what}: cannot resolve {brief_repr(name)} ({type(exc).__name__}: {exc}); fix or remove the link") from exc
+    try:
+        full.relative_to(root)
+    except ValueError:
+        raise ManifestError(
+            f"{where}: {what}: {brief_repr(name)} resolves to {shown(full)}, outside the export folder {shown(root)} (a symlink?); "
+            f"copy the real file into the folder"
+        ) from None
+    if full == root:
+        raise ManifestError(f"{where}: {what}: path {brief_repr(name)} names the export folder itself, not a file in it")
+    return full
+
+
+def is_regular_file(path: Path) -> bool:
+    """``path.is_file()`` that also answers False for a name the OS refuses (too long, ...), instead of raising."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def file_problem(path: Path, sha256: str) -> Optional[str]:
+    """None when ``path`` is a regular file whose bytes hash to ``sha256``; else one line saying what is wrong."""
+    if not is_regular_file(path):
+        return f"{shown(path)}: the manifest lists this file but it is missing; copy the export folder again or re-run lightseg-export"
+    try:
+        got = sha256_file(path)
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"{shown(path)}: cannot read it to check its sha256 ({exc.strerror or exc})"
+    if got != sha256.lower():
+        return (
+            f"{shown(path)}: sha256 {got[:12]}... does not match the manifest's {sha256[:12]}... ({size} bytes); the file is "
+            f"truncated, corrupted or from another export. Copy the export folder again or re-run lightseg-export"
+        )
+    return None
+
+
+def verify_file(path: Path, sha256: str) -> None:
+    """Raise ManifestError unless ``path`` exists and matches ``sha256``."""
+    problem = file_problem(path, sha256)
+    if problem is not None:
+        raise ManifestError(problem)

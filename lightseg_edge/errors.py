@@ -31,6 +31,10 @@ class CheckpointError(LightsegError):
     """A weights file that cannot be read or does not fit the model."""
 
 
+class OutputError(LightsegError):
+    """An output file or folder that cannot be written: full disk, read-only, or a file where a folder belongs."""
+
+
 class ExportConfigError(LightsegError, ValueError):
     """Contradictory or impossible export settings."""
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._optional import is_available
-from ..errors import CheckpointError, InvalidInputError, LightsegError
+from ..errors import CheckpointError, InvalidInputError, LightsegError, ManifestError
 from .jobs import Job, base_row
 from .memory import DEFAULT_MEMORY_RUNS
 from .records import BenchResult
@@ -103,6 +103,7 @@ class Weights:
     label: str  # "pretrained", "random:SEED" or the path
     meaningful: bool  # accuracy makes sense
     note: Optional[str]
+    problem: Optional[str] = None  # why an export's weights file cannot be loaded (outside its folder, wrong sha256)
 
 
 def resolve_weights(name: str, weights: Optional[str]) -> Weights:
@@ -127,7 +128,9 @@ def resolve_weights(name: str, weights: Optional[str]) -> Weights:
     return Weights(str(weights), str(weights), True, None)
 
 
-def _manifest_weights(man: Dict[str, Any]) -> Weights:
+def _manifest_weights(man: Dict[str, Any], folder: Path) -> Weights:
+    from ..export.manifest import weights_file
+
     w = man.get("weights") or {}
     source = w.get("source")
     if source == "pretrained":
@@ -136,7 +139,10 @@ def _manifest_weights(man: Dict[str, Any]) -> Weights:
         seed = w.get("seed")
         label = f"random:{seed}" if seed is not None else "random"
         return Weights(label if seed is not None else None, label, False, "accuracy not available: the export holds random weights")
-    return Weights(source, str(source), True, None)
+    try:  # the file is held to the same rules as load_predictor's: inside the folder, matching its sha256
+        return Weights(str(weights_file(folder, man)), str(source), True, None)
+    except ManifestError as exc:
+        return Weights(source, str(source), True, None, problem=str(exc))
 
 
 # ------------------------------------------------------------------------------------------------------- exports
@@ -346,7 +352,7 @@ def _add_reference(plan: Plan, opts: BenchOptions, model: Optional[str], w: Weig
     """With --data, the fp32 PyTorch row of the same weights is the accuracy reference: add it when it can be built."""
     if not (opts.data and w.meaningful and _registry_has(model)):
         return
-    if w.value is not None and not Path(w.value).is_file():
+    if w.problem or (w.value is not None and not Path(w.value).is_file()):
         return
     plan.add_model(model)
     plan.jobs.insert(0, _job(opts, kind="model", source=model, model=model, runtime="pytorch", precision="fp32", weights=w.value,
@@ -363,7 +369,7 @@ def plan_onnx(plan: Plan, opts: BenchOptions, path: str) -> None:
     if listed is not None:
         man, key = listed
         model = man.get("model")
-        w = _manifest_weights(man)
+        w = _manifest_weights(man, p.parent)
         img = (man.get("input") or {}).get("shape", [None, None, None])[2]
         _check_fixed_size(opts, img, str(p))
         plan.jobs.append(_job(opts, kind="onnx", source=str(p), model=model if _registry_has(model) else None, runtime="onnxruntime",
@@ -400,7 +406,7 @@ def plan_engine(plan: Plan, opts: BenchOptions, path: str) -> None:
         man, key = listed
         model = man.get("model")
         art = man["artifacts"][key]
-        w = _manifest_weights(man)
+        w = _manifest_weights(man, p.parent)
         _check_fixed_size(opts, (man.get("input") or {}).get("shape", [None] * 3)[2], str(p))
         plan.jobs.append(_job(opts, kind="engine", source=str(p), model=model if _registry_has(model) else None, runtime="tensorrt",
                               precision=precision or art.get("precision") or "fp16", weights_label=w.label, accuracy=w.meaningful,
@@ -418,19 +424,20 @@ def plan_engine(plan: Plan, opts: BenchOptions, path: str) -> None:
 
 
 def plan_export_dir(plan: Plan, opts: BenchOptions, folder: str) -> None:
-    from ..export.manifest import read_manifest
+    from ..export.manifest import check_artifacts, read_manifest
 
     d = Path(folder)
     if not d.is_dir():
         raise InvalidInputError(f"--export-dir {folder}: folder not found")
     man = read_manifest(d)  # ManifestError for a missing or corrupt manifest
+    check_artifacts(d, man)  # and for a listed file that is missing or does not match its sha256
     model = man.get("model")
     known = _registry_has(model)
     arts = man.get("artifacts") or {}
-    w = _manifest_weights(man)
+    w = _manifest_weights(man, d)
     img = (man.get("input") or {}).get("shape", [None, None, None])[2]
     _check_fixed_size(opts, img, f"the export in {d}")
-    default_rt = (["pytorch"] if known and (w.value is None or w.value.startswith("random") or Path(w.value).is_file()) else []) + ["onnxruntime"]
+    default_rt = (["pytorch"] if known and not w.problem and (w.value is None or w.value.startswith("random") or Path(w.value).is_file()) else []) + ["onnxruntime"]
     if "engine" in arts:
         default_rt.append("tensorrt")
     runtimes = opts.runtimes or tuple(default_rt)
@@ -442,6 +449,8 @@ def plan_export_dir(plan: Plan, opts: BenchOptions, folder: str) -> None:
         if rt == "pytorch":
             if not known:
                 _skip(plan, opts, f"model {model!r} is not in this installation's registry", kind="model", runtime="pytorch", precision="fp32", source=str(d), **common)
+            elif w.problem:
+                raise ManifestError(w.problem)  # asked for by name: refusing is clearer than a skipped row
             elif w.value is not None and not w.value.startswith("random") and not Path(w.value).is_file():
                 _skip(plan, opts, f"the export's weights file {w.value} is not here", kind="model", runtime="pytorch", precision="fp32", source=model, **common)
             elif w.value is None and w.label == "random":

@@ -1,8 +1,11 @@
 """Turning a ``BenchReport`` into a console table, JSON, CSV, Markdown and a PNG plot.
 
-Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so an interrupted run
-never leaves half a report that a script could mistake for a whole one. The CSV holds the result rows; the claims
-table goes to a sibling ``<name>.claims.csv``.
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``; the temporary file is
+removed on failure), so an interrupted run never leaves half a report that a script could mistake for a whole one.
+The CSV holds the result rows; the claims table goes to a sibling ``<name>.claims.csv``.
+
+``check_output_path`` refuses, before any measurement, a path that cannot be written; ``save_fallback`` keeps the
+measurements when writing still fails at the end (a full disk).
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..errors import InvalidInputError
+from .._atomic import describe_os_error, write_bytes_atomic
+from ..errors import InvalidInputError, OutputError
 from .records import BenchReport, BenchResult, ClaimCheck
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -28,20 +34,45 @@ RESULT_COLUMNS = ("model", "runtime", "prec", "batch", "status", "params", "GMAC
 
 # ---------------------------------------------------------------------------------------------------------- helpers
 def atomic_write(path: PathLike, data: bytes) -> Path:
+    """``data`` to ``path`` through a temporary file and a rename; OutputError (one line naming the path) on failure."""
     path = Path(path)
     if path.is_dir():
         raise InvalidInputError(f"{path}: is a folder; expected a file path to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create its folder ({describe_os_error(exc)})") from exc
+    return write_bytes_atomic(path, data)
+
+
+def check_output_path(path: PathLike, flag: str) -> Path:
+    """Refuse, naming ``flag``, an output path that cannot be written: it must name a file in an existing, writable
+    folder. Checked before any measurement, so a typo costs nothing."""
+    p = Path(path)
+    parent = p.parent
+    if p.is_dir():
+        problem = "it is a folder"
+    elif not parent.exists():
+        problem = f"its folder {parent} does not exist"
+    elif not parent.is_dir():
+        problem = f"{parent} is a file, not a folder"
+    elif not os.access(str(parent), os.W_OK | os.X_OK):
+        problem = f"its folder {parent} is not writable"
+    else:
+        return p
+    raise InvalidInputError(f"{flag} {p}: expected a file path in an existing, writable folder, but {problem}")
+
+
+def save_fallback(report: BenchReport) -> str:
+    """Where the full report went when the requested files could not be written: a JSON file in the system's
+    temporary folder or, when that fails too, standard output."""
+    name = f"lightseg-bench-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.json"
+    try:
+        return str(write_json(report, Path(tempfile.gettempdir()) / name))
+    except (OSError, OutputError):
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2, allow_nan=True) + "\n")
+        sys.stdout.flush()
+        return "standard output (the JSON printed above)"
 
 
 def _num(value: Optional[float], fmt: str) -> str:
@@ -322,13 +353,20 @@ def write_plot(report: BenchReport, path: PathLike) -> Path:
 
 def write_outputs(report: BenchReport, json_path: Optional[PathLike] = None, csv_path: Optional[PathLike] = None,
                   markdown_path: Optional[PathLike] = None, plot_path: Optional[PathLike] = None) -> List[Path]:
+    """The requested files, in this order. A file that cannot be written is an OutputError naming its flag and path
+    (the files before it are written, the ones after it are not tried)."""
+    outputs: Sequence[Tuple[str, Optional[PathLike], Callable[[BenchReport, PathLike], Any]]] = (
+        ("--json", json_path, write_json), ("--csv", csv_path, write_csv), ("--markdown", markdown_path, write_markdown),
+        ("--plot", plot_path, write_plot))
     written: List[Path] = []
-    if json_path:
-        written.append(write_json(report, json_path))
-    if csv_path:
-        written += write_csv(report, csv_path)
-    if markdown_path:
-        written.append(write_markdown(report, markdown_path))
-    if plot_path:
-        written.append(write_plot(report, plot_path))
+    for flag, path, writer in outputs:
+        if not path:
+            continue
+        try:
+            done = writer(report, path)
+        except OSError as exc:
+            raise OutputError(f"{flag} {path}: cannot write ({describe_os_error(exc)})") from exc
+        except OutputError as exc:
+            raise OutputError(f"{flag} {exc}") from exc
+        written += done if isinstance(done, list) else [done]
     return written

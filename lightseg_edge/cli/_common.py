@@ -1,13 +1,21 @@
-"""What every CLI shares: LightsegError -> 'error: ...' on stderr and exit code 2; logging set-up."""
+"""What every CLI shares: LightsegError -> 'error: ...' on stderr and exit code 2; argument validators with one
+wording per rule; logging set-up."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import Callable, List, Optional
+from pathlib import Path
+from typing import Callable, List, Optional, Tuple
 
-from ..errors import LightsegError
+from .._atomic import check_output_dir
+from ..errors import LightsegError, OutputError
+
+
+def _one_line(text: str) -> str:
+    # Library text inside a message (ONNX Runtime, protobuf, torch) can span lines; the CLI contract is one line.
+    return " ".join(text.split())
 
 
 def run_cli(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
@@ -15,7 +23,15 @@ def run_cli(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
     try:
         return body(argv)
     except LightsegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Safety net for a file-system error no reader or writer translated. Only one that names its file: that is
+        # about the user's disk or paths (a read as much as a write, so no advice beyond the OS's reason); an
+        # OSError without a file (a socket, a subprocess) may be a bug and keeps its traceback.
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.filename}: {_one_line(exc.strerror or str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -62,8 +78,61 @@ positive_float = _number(float, 0.0, False, "a positive number")
 non_negative_float = _number(float, 0.0, True, "a number >= 0")
 
 
+def positive_int_list(text: str) -> Tuple[int, ...]:
+    """``"1,8,32"`` -> (1, 8, 32): positive integers separated by commas; repeats dropped, order kept."""
+    try:
+        values = tuple(dict.fromkeys(int(t) for t in text.split(",")))
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 1,8,32), got {text!r}")
+    return values
+
+
 def probability(text: str) -> float:
-    value = non_negative_float(text)
+    words = f"expected a probability in [0, 1], got {text!r}"
+    try:
+        value = non_negative_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(words) from None
     if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(words)
     return value
+
+
+def existing_file(text: str) -> str:
+    path = Path(text)
+    if not path.is_file():
+        found = "a folder" if path.is_dir() else "nothing there"
+        raise argparse.ArgumentTypeError(f"expected an existing file, got {text!r} ({found})")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    path = Path(text)
+    if not path.is_dir():
+        found = "a file" if path.exists() else "nothing there"
+        raise argparse.ArgumentTypeError(f"expected an existing folder, got {text!r} ({found})")
+    return text
+
+
+def output_dir(text: str) -> str:
+    """An output folder that exists or can be created: neither it nor a parent is a file (checked before any work)."""
+    try:
+        check_output_dir(text)
+    except OutputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def check_model(name: str):
+    """The registry config of ``--model``; an unknown name lists the known ones. Checked after parsing, not as an
+    argparse type, so ``main()`` returns 2 like for every other LightsegError. Imports torch (the model zoo)."""
+    from ..errors import UnknownModelError
+    from ..models import get_model_config
+
+    try:
+        return get_model_config(name)
+    except UnknownModelError as exc:
+        raise UnknownModelError(f"--model: {exc}") from None
+

@@ -23,13 +23,31 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
-from typing import List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from ._common import run_cli
+from ._common import non_negative_int, positive_float, positive_int, positive_int_list, run_cli
 
 RUNTIME_CHOICES = ("pytorch", "onnxruntime", "tensorrt")
+RUNTIME_ALIASES = {"torch": "pytorch", "ort": "onnxruntime", "trt": "tensorrt"}
+PRECISION_CHOICES = ("fp32", "fp16", "int8")
+DEFAULT_SPLIT = "test"
+
+
+def _choice_list(allowed: Tuple[str, ...], aliases: Optional[dict] = None) -> Callable[[str], Tuple[str, ...]]:
+    """An argparse type: a comma-separated subset of ``allowed`` (case-insensitive, repeats dropped)."""
+
+    def parse(text: str) -> Tuple[str, ...]:
+        items = [(aliases or {}).get(t.strip().lower(), t.strip().lower()) for t in text.split(",")]
+        unknown = [t for t in items if t not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}, got {text!r} "
+                                             f"({', '.join(repr(t) for t in unknown)} unknown)")
+        return tuple(dict.fromkeys(items))
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,53 +60,27 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--all", action="store_true", help="every registry model on every runtime and precision available here")
     p.add_argument("--weights", metavar="CKPT", help="with --model: a lightseg-train checkpoint or .safetensors file, or 'random' "
                    "(default: the shipped weights; random weights, seed 0, when the model has none)")
-    p.add_argument("--runtime", metavar="LIST", help=f"comma-separated subset of {','.join(RUNTIME_CHOICES)} (default: what the source offers; "
-                   "--model: pytorch; --all: all three)")
-    p.add_argument("--precision", metavar="LIST", help="comma-separated subset of fp32,fp16,int8 (default: fp32; --all and --export-dir: all)")
-    p.add_argument("--batch", metavar="LIST", default="1", help="batch sizes, e.g. 1,8,32 (default 1)")
-    p.add_argument("--img-size", type=int, metavar="N", help="square network input size (default: the model's, 256)")
-    p.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up calls before each timed loop (default 10)")
+    p.add_argument("--runtime", metavar="LIST", type=_choice_list(RUNTIME_CHOICES, RUNTIME_ALIASES),
+                   help=f"comma-separated subset of {','.join(RUNTIME_CHOICES)} (default: what the source offers; --model: pytorch; --all: all three)")
+    p.add_argument("--precision", metavar="LIST", type=_choice_list(PRECISION_CHOICES),
+                   help="comma-separated subset of fp32,fp16,int8 (default: fp32; --all and --export-dir: all)")
+    p.add_argument("--batch", metavar="LIST", type=positive_int_list, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
+    p.add_argument("--img-size", type=positive_int, metavar="N", help="square network input size (default: the model's, 256)")
+    p.add_argument("--warmup", type=non_negative_int, default=10, metavar="N", help="warm-up calls before each timed loop (default 10)")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--iters", type=int, metavar="N", help="exactly N timed calls per loop (the memory loop then runs min(20, max(3, N)) inferences)")
-    budget.add_argument("--min-time", type=float, metavar="S", help="timed calls until they sum to S seconds (and at least 10 calls); default 2")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch and ONNX Runtime (default: all usable cores)")
+    budget.add_argument("--iters", type=positive_int, metavar="N",
+                        help="exactly N timed calls per loop (the memory loop then runs min(20, max(3, N)) inferences)")
+    budget.add_argument("--min-time", type=positive_float, metavar="S",
+                        help="timed calls until they sum to S seconds (and at least 10 calls); default 2")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for PyTorch and ONNX Runtime (default: all usable cores)")
     p.add_argument("--data", metavar="DIR", help="dataset root: accuracy (mDice/mIoU) per runtime and precision, and real images as inputs")
-    p.add_argument("--split", default="test", help="data split for accuracy (default test)")
-    p.add_argument("--max-images", type=int, metavar="N", help="score at most N images of the split (default: all)")
+    p.add_argument("--split", help=f"data split for accuracy (default {DEFAULT_SPLIT}; needs --data)")
+    p.add_argument("--max-images", type=positive_int, metavar="N", help="score at most N images of the split (default: all; needs --data)")
     p.add_argument("--json", metavar="PATH", help="write the full report (settings, environment, rows, claims) as JSON")
     p.add_argument("--csv", metavar="PATH", help="write the rows as CSV (the claims go to PATH's .claims.csv sibling)")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     p.add_argument("--plot", metavar="PATH", help="write latency vs parameters (marker area ~ MACs) as PNG")
     return p
-
-
-def _list(text: Optional[str], allowed: Tuple[str, ...], flag: str, aliases: Optional[dict] = None) -> Optional[Tuple[str, ...]]:
-    from ..errors import InvalidInputError
-
-    if text is None:
-        return None
-    out = []
-    for item in (t.strip().lower() for t in text.split(",")):
-        item = (aliases or {}).get(item, item)
-        if item not in allowed:
-            raise InvalidInputError(f"{flag} {text!r}: {item!r} is not one of {', '.join(allowed)}")
-        if item not in out:
-            out.append(item)
-    if not out:
-        raise InvalidInputError(f"{flag}: expected a comma-separated list of {', '.join(allowed)}")
-    return tuple(out)
-
-
-def _batches(text: str) -> Tuple[int, ...]:
-    from ..errors import InvalidInputError
-
-    try:
-        values = tuple(dict.fromkeys(int(t) for t in text.split(",")))
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise InvalidInputError(f"--batch {text!r}: expected positive integers separated by commas, e.g. 1,8,32")
-    return values
 
 
 def _source(args: argparse.Namespace) -> Tuple[str, Optional[str]]:
@@ -98,21 +90,70 @@ def _source(args: argparse.Namespace) -> Tuple[str, Optional[str]]:
     return "all", None
 
 
+def _output_paths(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """(flag, path) of every file the run will write, the claims CSV beside --csv included."""
+    from ..bench.report import claims_csv_path
+
+    out = [(f"--{k}", getattr(args, k)) for k in ("json", "csv", "markdown", "plot") if getattr(args, k) is not None]
+    if args.csv:
+        out.append(("--csv", str(claims_csv_path(args.csv))))
+    return out
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    from ..bench.report import check_output_path
+    from ..errors import InvalidInputError
+
+    seen: Dict[str, str] = {}
+    for flag, path in _output_paths(args):
+        key = os.path.realpath(str(check_output_path(path, flag)))
+        if key in seen:
+            raise InvalidInputError(f"{flag} {path}: {seen[key]} writes the same file; give each output its own path")
+        seen[key] = flag
+    if args.plot:
+        from .._optional import require
+
+        require("matplotlib", extra="bench", purpose="--plot")
+
+
 def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be wrong with the arguments, before any model is loaded or measured."""
     from ..errors import InvalidInputError
 
     if args.weights is not None and not args.model:
         raise InvalidInputError("--weights goes with --model NAME (an ONNX file, engine or export folder already holds its weights)")
-    if args.img_size is not None and args.img_size < 1:
-        raise InvalidInputError(f"--img-size must be a positive integer, got {args.img_size}")
-    if args.threads is not None and args.threads < 1:
-        raise InvalidInputError(f"--threads must be >= 1, got {args.threads}")
-    if args.max_images is not None and not args.data:
-        raise InvalidInputError("--max-images limits the accuracy images: it needs --data DIR")
+    for flag, value in (("--max-images", args.max_images), ("--split", args.split)):
+        if value is not None and not args.data:
+            raise InvalidInputError(f"{flag} {value} chooses the accuracy images: it needs --data DIR")
+    _check_outputs(args)
     if args.data:
-        from ..bench.accuracy import select_samples
+        _check_data(args.data, args.split or DEFAULT_SPLIT, args.max_images)
 
-        select_samples(args.data, args.split, args.max_images)  # a bad folder or split is an error now, not after the timing
+
+def _check_data(data: str, split: str, max_images: Optional[int]) -> None:
+    """A bad folder or split is an error now, not after the timing."""
+    from ..bench.accuracy import select_samples
+    from ..errors import DataError, LightsegError
+
+    try:
+        samples = select_samples(data, split, max_images)
+    except LightsegError as exc:
+        raise DataError(f"--data {data} --split {split}: {exc}") from exc
+    if not samples:
+        raise DataError(f"--data {data} --split {split}: expected image/mask pairs in that split, found none")
+
+
+def _write(report, args: argparse.Namespace) -> List[str]:
+    """The requested files. When one cannot be written (a full disk), the measurements are not lost: the full report
+    goes to a fallback file (or stdout), and the one error line says where."""
+    from ..bench.report import save_fallback, write_outputs
+    from ..errors import OutputError
+
+    try:
+        return [str(p) for p in write_outputs(report, args.json, args.csv, args.markdown, args.plot)]
+    except OutputError as exc:
+        where = save_fallback(report)
+        raise OutputError(f"{exc}; the measurements are saved in {where}") from exc
 
 
 @contextlib.contextmanager
@@ -144,44 +185,53 @@ def _run(argv: List[str]) -> int:
     from ..bench.report import format_report, write_outputs
     from ..bench.runner import finish, run_jobs
     from ..bench.timing import TimingConfig
+    from ..errors import OutputError
 
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
     timing = TimingConfig(warmup=args.warmup, iters=args.iters, min_time=args.min_time)
-    runtimes = _list(args.runtime, RUNTIME_CHOICES, "--runtime", {"torch": "pytorch", "ort": "onnxruntime", "trt": "tensorrt"})
-    precisions = _list(args.precision, ("fp32", "fp16", "int8"), "--precision")
+    runtimes, precisions, split = args.runtime, args.precision, args.split or DEFAULT_SPLIT
     env = collect_environment()
     threads = args.threads or usable_cores()
     # A quick run (--iters N) gets a memory loop of the same length: between 3 and the default 20 inferences.
     memory_runs = min(DEFAULT_MEMORY_RUNS, max(MIN_MEMORY_RUNS, args.iters)) if args.iters else DEFAULT_MEMORY_RUNS
-    opts = BenchOptions(runtimes=runtimes, precisions=precisions, batches=_batches(args.batch), img_size=args.img_size, timing=timing,
-                        threads=threads, data=args.data, split=args.split, max_images=args.max_images, env=env_summary(env), memory_runs=memory_runs,
+    opts = BenchOptions(runtimes=runtimes, precisions=precisions, batches=args.batch, img_size=args.img_size, timing=timing,
+                        threads=threads, data=args.data, split=split, max_images=args.max_images, env=env_summary(env), memory_runs=memory_runs,
                         gpu=bool((env.get("gpu") or {}).get("present")))
     kind, value = _source(args)
     settings = {
         "command": "lightseg-bench " + " ".join(argv), "source": kind, "value": value, "weights": args.weights,
         "runtimes": list(runtimes) if runtimes else None, "precisions": list(precisions) if precisions else None,
         "batches": list(opts.batches), "img_size": args.img_size, "threads": threads, "timing": timing.to_dict(),
-        "timing_description": timing.describe(), "memory_runs": opts.memory_runs, "data": args.data, "split": args.split,
+        "timing_description": timing.describe(), "memory_runs": opts.memory_runs, "data": args.data, "split": split,
         "max_images": args.max_images, "process_per_job": True,
     }
     with _terminate_as_interrupt():
         plan = make_plan(kind, value, opts, weights=args.weights, progress=progress)
 
+        partial_failures: List[str] = []  # said once; the final write reports for good (and saves the measurements)
+
         def save_partial(rows, left: int) -> None:
             # JSON/CSV only (no claims, no figures): cheap enough after every job, and a killed run keeps its rows
             if left and (args.json or args.csv):
                 partial = finish(list(plan.rows) + rows, [], env, {**settings, "partial": f"{left} job(s) not run yet"}, plan.notes, claims=False)
-                write_outputs(partial, args.json, args.csv)
+                try:
+                    write_outputs(partial, args.json, args.csv)
+                except OutputError as exc:  # the run goes on: the measurements are in memory
+                    if not partial_failures:
+                        progress(f"warning: partial results not saved: {exc}")
+                    partial_failures.append(str(exc))
 
         try:
             rows = list(plan.rows) + run_jobs(plan.jobs, isolate=True, environment=env, progress=progress, on_rows=save_partial)
             report = finish(rows, plan.models, env, settings, plan.notes, progress)
         finally:
             plan.cleanup()
-    written = write_outputs(report, args.json, args.csv, args.markdown, args.plot)  # files first: a closed stdout must not lose them
-    print(format_report(report))
+    try:
+        written = _write(report, args)  # files first: a closed stdout must not lose them
+    finally:
+        print(format_report(report))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0 if report.counts["ok"] else 1

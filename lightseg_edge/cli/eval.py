@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ._common import default_data_dir, positive_int, probability, run_cli
+from ._common import check_model, default_data_dir, existing_dir, existing_file, output_dir, positive_int, probability, run_cli
 
 
 DEFAULT_OVERLAYS = 20
@@ -31,20 +31,44 @@ def _overlay_spec(text: str) -> Tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightseg-eval", description=__doc__)
-    p.add_argument("--model", required=True)
-    p.add_argument("--weights", help="trainer checkpoint or .safetensors (default: the shipped pretrained weights)")
-    p.add_argument("--data", default=default_data_dir(), help="dataset root (layout auto-detected)")
+    p.add_argument("--model", required=True, help="registry name (see lightseg_edge.list_models())")
+    p.add_argument("--weights", type=existing_file, help="trainer checkpoint or .safetensors (default: the shipped pretrained weights)")
+    p.add_argument("--data", type=existing_dir, default=default_data_dir(), help="dataset root (layout auto-detected)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                    help="'all' for a collection used only for testing (PH2, another clinic's folder)")
     p.add_argument("--img-size", type=positive_int, help="square network input size (default: the model's)")
     p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--threshold", type=probability, default=0.5)
     p.add_argument("--max-images", type=positive_int)
-    p.add_argument("--out", help="write metrics.json, per_image.csv and overlays/ here")
+    p.add_argument("--out", type=output_dir, help="write metrics.json, per_image.csv and overlays/ here")
     p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
                    help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")
     p.add_argument("--threads", type=positive_int)
     return p
+
+
+def _write_outputs(out: Path, report: dict, acc, samples, ds, preds, overlays: Optional[Tuple[int, int]]) -> None:
+    """metrics.json, per_image.csv and the chosen overlays, each written atomically."""
+    from .._atomic import make_dir, write_text_atomic
+    from ..data.io import write_png_atomic
+    from ..data.overlay import draw_contours
+
+    make_dir(out, "--out")
+    write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
+    rows = sorted(zip(acc.per_image_dice, acc.per_image_iou, range(len(samples))))
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["case_id", "dice", "iou"])
+    w.writerows((samples[i].case_id, f"{d:.4f}", f"{j:.4f}") for d, j, i in sorted(rows, key=lambda r: r[2]))
+    write_text_atomic(out / "per_image.csv", text.getvalue())
+    if overlays:
+        folder = make_dir(out / "overlays", "--out")
+        n_worst, n_best = overlays
+        chosen = [("worst", r) for r in rows[:n_worst]] + [("best", r) for r in rows[len(rows) - n_best:]]
+        for tag, (d, _, i) in chosen:
+            img = draw_contours(ds.images[i], preds[i], ds.masks[i])
+            write_png_atomic(folder / f"{tag}_{samples[i].case_id}_dice{d:.3f}.png", img)
+    print(f"wrote {out / 'metrics.json'}")
 
 
 def _run(argv: List[str]) -> int:
@@ -54,9 +78,9 @@ def _run(argv: List[str]) -> int:
 
     from ..data.dataset import SegmentationDataset, subset
     from ..data.layouts import list_samples
-    from ..data.overlay import draw_contours
     from ..errors import DataError
-    from ..models import create_model, get_model_config
+    from ..export.config import check_img_size
+    from ..models import create_model
     from ..models._weights import pretrained_path, sha256_file
     from ..train.metrics import MetricAccumulator
     from ..train.trainer import predict_masks
@@ -65,11 +89,13 @@ def _run(argv: List[str]) -> int:
         raise DataError("no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
     if args.overlays and not args.out:
         _parser().error("--overlays: needs --out DIR to write the overlays to")
+    cfg = check_model(args.model)
+    pre = cfg.preprocess
+    if args.img_size:
+        check_img_size(args.img_size, args.model, cfg.stride)
+        pre = type(pre)(size=(args.img_size, args.img_size), mode=pre.mode, mean=pre.mean, std=pre.std)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pre = get_model_config(args.model).preprocess
-    if args.img_size:
-        pre = type(pre)(size=(args.img_size, args.img_size), mode=pre.mode, mean=pre.mean, std=pre.std)
     weights = Path(args.weights) if args.weights else pretrained_path(args.model)
     model = create_model(args.model, checkpoint=weights).eval()
     samples = subset(list_samples(args.data, None if args.split == "all" else args.split), args.max_images)
@@ -89,27 +115,7 @@ def _run(argv: List[str]) -> int:
     print(f"  per-image Dice: p5 {metrics['dice_p5']:.4f}  p10 {metrics['dice_p10']:.4f}  median {metrics['dice_median']:.4f}  "
           f"below 0.5: {metrics['dice_below_0_5']} of {n} ({100 * metrics['dice_below_0_5'] / n:.1f}%)")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, out / "metrics.json")
-        rows = sorted(zip(acc.per_image_dice, acc.per_image_iou, range(len(samples))))
-        with open(out / ".per_image.csv.tmp", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["case_id", "dice", "iou"])
-            w.writerows((samples[i].case_id, f"{d:.4f}", f"{j:.4f}") for d, j, i in sorted(rows, key=lambda r: r[2]))
-        os.replace(out / ".per_image.csv.tmp", out / "per_image.csv")
-        if args.overlays:
-            from ..data.io import write_png_atomic
-
-            (out / "overlays").mkdir(exist_ok=True)
-            n_worst, n_best = args.overlays
-            chosen = [("worst", r) for r in rows[:n_worst]] + [("best", r) for r in rows[len(rows) - n_best:]]
-            for tag, (d, _, i) in chosen:
-                img = draw_contours(ds.images[i], preds[i], ds.masks[i])
-                write_png_atomic(out / "overlays" / f"{tag}_{samples[i].case_id}_dice{d:.3f}.png", img)
-        print(f"wrote {out / 'metrics.json'}")
+        _write_outputs(Path(args.out), report, acc, samples, ds, preds, args.overlays)
     return 0
 
 

@@ -11,11 +11,11 @@ import argparse
 import logging
 from typing import List, Optional
 
-from ._common import run_cli, setup_logging
+from ._common import positive_int, run_cli, setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..export.config import DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MB, SIMPLIFIERS
+    from ..export.config import DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MB, MAX_OPSET, MIN_OPSET, SIMPLIFIERS
 
     p = argparse.ArgumentParser(prog="lightseg-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="registry name (see lightseg_edge.list_models())")
@@ -32,23 +32,24 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--calib-data", metavar="DIR", help="INT8 calibration images: a dataset root (its training split is used) or a folder of images"
     )
-    p.add_argument("--calib-images", type=int, metavar="N", help=f"number of calibration images (default {DEFAULT_CALIB_IMAGES})")
+    p.add_argument("--calib-images", type=positive_int, metavar="N", help=f"number of calibration images (default {DEFAULT_CALIB_IMAGES})")
     p.add_argument(
-        "--img-size", type=int, metavar="N", help="square input size, a multiple of the model's stride (default: the model's, 256)"
+        "--img-size", type=positive_int, metavar="N", help="square input size, a multiple of the model's stride (default: the model's, 256)"
     )
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 17..20 (default 17)")
+    # defaults of None: a flag the user gave can be told from one left alone, and refused where it has no effect
+    p.add_argument("--opset", type=positive_int, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {MIN_OPSET})")
     batch = p.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=int, default=1, metavar="N", help="static batch size (default 1)")
+    batch.add_argument("--batch", type=positive_int, default=1, metavar="N", help="static batch size (default 1)")
     batch.add_argument("--dynamic-batch", metavar="MIN,OPT,MAX", help="dynamic batch with this TensorRT optimization profile, e.g. 1,8,32")
     p.add_argument(
-        "--simplifier", choices=SIMPLIFIERS, default="onnxsim", help="graph simplifier; onnxsim falls back to onnxslim (default onnxsim)"
+        "--simplifier", choices=SIMPLIFIERS, help="graph simplifier; onnxsim falls back to onnxslim (default onnxsim)"
     )
     p.add_argument(
         "--from-onnx", metavar="FILE", help="start from an exported model.onnx (e.g. on the target device, to build the engine there)"
     )
     p.add_argument(
         "--workspace",
-        type=int,
+        type=positive_int,
         default=DEFAULT_WORKSPACE_MB,
         metavar="MB",
         help=f"TensorRT workspace limit in MiB (default {DEFAULT_WORKSPACE_MB})",
@@ -69,10 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace):
     from ..errors import ExportConfigError
-    from ..export.config import DEFAULT_CALIB_IMAGES, ExportConfig, parse_dynamic_batch
+    from ..export.config import DEFAULT_CALIB_IMAGES, MIN_OPSET, ExportConfig, parse_dynamic_batch
 
     if args.calib_images is not None and not args.int8:
         raise ExportConfigError("--calib-images is only used for INT8; did you mean to add --int8?")
+    if args.from_onnx is not None:
+        for flag, value in (("--opset", args.opset), ("--simplifier", args.simplifier)):
+            if value is not None:
+                raise ExportConfigError(f"{flag} {value} has no effect with --from-onnx {args.from_onnx} (the ONNX file is used as it is)")
     return ExportConfig(
         model=args.model,
         weights=args.weights,
@@ -81,10 +86,10 @@ def _config(args: argparse.Namespace):
         calib_data=args.calib_data,
         calib_images=DEFAULT_CALIB_IMAGES if args.calib_images is None else args.calib_images,
         img_size=args.img_size,
-        opset=args.opset,
+        opset=MIN_OPSET if args.opset is None else args.opset,
         batch=args.batch,
         dynamic_batch=parse_dynamic_batch(args.dynamic_batch) if args.dynamic_batch else None,
-        simplifier=args.simplifier,
+        simplifier=args.simplifier or "onnxsim",
         from_onnx=args.from_onnx,
         workspace_mb=args.workspace,
         output=args.output,

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from ._common import run_cli
+from ._common import output_dir, positive_int, probability, run_cli
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -27,11 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="which export artifact to run (default: fp32 ONNX, or the engine)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available for the runtime)")
     p.add_argument("--model", help="registry model name, for checkpoints that do not record it")
-    p.add_argument("--out", default="predictions", help="output folder (default: %(default)s)")
+    p.add_argument("--out", type=output_dir, default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--overlay", action="store_true", help="also write the image with the predicted lesion contour")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold for the mask (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per inference call for image inputs")
-    p.add_argument("--max-frames", type=int, help="stop a video or camera after this many frames")
+    p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold for the mask (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference call for image inputs")
+    p.add_argument("--max-frames", type=positive_int, help="stop a video or camera after this many frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -45,7 +45,9 @@ def _classify(item: str) -> Tuple[str, object]:
     if item.isdigit() and not path.exists():
         return "camera", int(item)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+        # A folder named like an image is listed too, so it is reported as skipped rather than silently ignored.
+        files = sorted(p for p in path.iterdir()
+                       if (p.is_file() or p.is_dir()) and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
         if not files:
             raise DataError(f"{path}: no images in this folder (expected {', '.join(IMAGE_EXTS)} files)")
         return "images", files
@@ -94,7 +96,7 @@ def _predict_chunk(predictor, loaded: List[Tuple[Path, object]], args, failures:
     from ..errors import LightsegError
 
     try:
-        masks = predictor.predict_batch([im for _, im in loaded], threshold=args.threshold)
+        masks = predictor.predict_batch([im for _, im in loaded], threshold=args.threshold, names=[str(f) for f, _ in loaded])
         return [(f, im, m) for (f, im), m in zip(loaded, masks)]
     except LightsegError:
         if len(loaded) == 1:
@@ -102,9 +104,9 @@ def _predict_chunk(predictor, loaded: List[Tuple[Path, object]], args, failures:
     done = []
     for f, im in loaded:
         try:
-            done.append((f, im, predictor.predict(im, threshold=args.threshold)))
+            done.append((f, im, predictor.predict(im, threshold=args.threshold, name=str(f))))
         except LightsegError as exc:
-            failures.append(f"{f}: {exc}")
+            failures.append(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
     return done
 
 
@@ -119,7 +121,7 @@ def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, fa
 
         bar = tqdm(total=len(files), unit="img", desc="predict")
     written = 0
-    step = max(1, args.batch_size)
+    step = args.batch_size
     try:
         for start in range(0, len(files), step):
             chunk = files[start:start + step]
@@ -132,7 +134,7 @@ def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, fa
             try:
                 results = _predict_chunk(predictor, loaded, args, failures) if loaded else []
             except LightsegError as exc:
-                failures.append(f"{loaded[0][0]}: {exc}")
+                failures.append(str(exc) if str(loaded[0][0]) in str(exc) else f"{loaded[0][0]}: {exc}")
                 results = []
             for f, im, m in results:
                 written += _write(out_dir, names(f), im, m, args.overlay)
@@ -159,13 +161,13 @@ def _frames(capture, max_frames: Optional[int]) -> Iterator:
 def _stream(predictor, what, label: str, out_dir: Path, args) -> int:
     import cv2
 
+    from .._atomic import make_dir
     from ..errors import DataError
 
     cap = cv2.VideoCapture(str(what) if isinstance(what, Path) else what)
     if not cap.isOpened():
         raise DataError(f"{label}: OpenCV cannot open this {'camera' if isinstance(what, int) else 'video'}")
-    frame_dir = out_dir / label
-    frame_dir.mkdir(parents=True, exist_ok=True)
+    frame_dir = make_dir(out_dir / label, "--out")
     latencies = []
     written = 0
     try:
@@ -187,23 +189,20 @@ def _stream(predictor, what, label: str, out_dir: Path, args) -> int:
 
 def _run(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
-    from ..errors import InvalidInputError
+    from .._atomic import make_dir
     from ..runtimes import load_predictor
 
-    if not 0.0 <= args.threshold <= 1.0:
-        raise InvalidInputError(f"--threshold must be in [0, 1], got {args.threshold}")
     jobs = [_classify(item) for item in args.inputs]  # fail on a bad input before loading the model
     options = {"threshold": args.threshold}
     if args.precision:
         options["precision"] = args.precision
     if args.model:
         options["model"] = args.model
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     names = _Names()
     written = 0
     failures: List[str] = []
     with load_predictor(args.source, runtime=args.runtime, device=args.device, **options) as predictor:
+        out_dir = make_dir(args.out, "--out")  # only once the model loaded: a typo in SOURCE leaves no empty folder
         print(f"{predictor.source}: {predictor.runtime.value} {predictor.precision.value} on {predictor.device}")
         for kind, what in jobs:
             if kind == "images":

@@ -7,7 +7,8 @@ from typing import List, Optional, Tuple
 
 from ..data.augment import Augmentation
 from ..types import TrainPrecision
-from ._common import default_data_dir, non_negative_float, non_negative_int, positive_float, positive_int, run_cli
+from ._common import (check_model, default_data_dir, existing_dir, non_negative_float, non_negative_int, output_dir, positive_float,
+                      positive_int, run_cli)
 
 
 def _progressive(text: str) -> Tuple[int, int]:
@@ -21,8 +22,8 @@ def _progressive(text: str) -> Tuple[int, int]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightseg-train", description=__doc__)
     p.add_argument("--model", required=True, help="registry name (see lightseg_edge.list_models())")
-    p.add_argument("--data", default=default_data_dir(), help="dataset root (layout auto-detected; split.csv honoured)")
-    p.add_argument("--out", default=None, help="output folder (default runs/<model>)")
+    p.add_argument("--data", type=existing_dir, default=default_data_dir(), help="dataset root (layout auto-detected; split.csv honoured)")
+    p.add_argument("--out", type=output_dir, default=None, help="output folder (default runs/<model>)")
     p.add_argument("--epochs", type=positive_int, help="default: the paper recipe's")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--lr", type=positive_float)
@@ -52,6 +53,7 @@ def _run(argv: List[str]) -> int:
     from ..errors import DataError
     from ..train.trainer import TrainConfig, train
 
+    check_model(args.model)
     if not args.data:
         raise DataError("no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
     cfg = TrainConfig(

@@ -27,7 +27,22 @@ def _check_mask(mask: np.ndarray, image: np.ndarray, what: str) -> np.ndarray:
         m = m[..., 0]
     if m.shape != image.shape[:2]:
         raise InvalidInputError(f"{what}: shape {m.shape} does not match the image's {image.shape[:2]}; expected an HxW mask at the image resolution")
+    if not (np.issubdtype(m.dtype, np.number) or m.dtype == np.bool_):
+        raise InvalidInputError(f"{what}: dtype {m.dtype} is not numeric; expected an HxW mask of 0/1, 0/255 or booleans")
     return (m > 0).astype(np.uint8)
+
+
+def _check_thickness(thickness: object) -> int:
+    if isinstance(thickness, bool) or not isinstance(thickness, (int, np.integer)) or thickness < 1:
+        raise InvalidInputError(f"thickness must be >= 1, a whole number of pixels; got {thickness!r}")
+    return int(thickness)
+
+
+def _check_color(color: object, what: str) -> Tuple[int, int, int]:
+    values = tuple(color) if isinstance(color, (tuple, list, np.ndarray)) else ()
+    if len(values) != 3 or not all(isinstance(c, (int, np.integer)) and 0 <= c <= 255 for c in values):
+        raise InvalidInputError(f"{what}: expected an RGB triple of integers 0-255 such as (255, 40, 40), got {color!r}")
+    return tuple(int(c) for c in values)  # type: ignore[return-value]
 
 
 def draw_contours(image: np.ndarray, pred_mask: np.ndarray, gt_mask: Optional[np.ndarray] = None,
@@ -42,14 +57,12 @@ def draw_contours(image: np.ndarray, pred_mask: np.ndarray, gt_mask: Optional[np
     import cv2
 
     check_image(image)
-    t = contour_thickness(image.shape) if thickness is None else int(thickness)
-    if t < 1:
-        raise InvalidInputError(f"thickness must be >= 1, got {thickness}")
+    t = contour_thickness(image.shape) if thickness is None else _check_thickness(thickness)
+    layers = [(gt_mask, gt_color, "gt")] if gt_mask is not None else []
+    layers.append((pred_mask, pred_color, "pred"))
+    checked = [(_check_mask(mask, image, f"{what}_mask"), _check_color(color, f"{what}_color")) for mask, color, what in layers]
     out = np.ascontiguousarray(image).copy()
-    masks = [(gt_mask, gt_color, "gt_mask")] if gt_mask is not None else []
-    masks.append((pred_mask, pred_color, "pred_mask"))
-    for mask, color, what in masks:
-        m = _check_mask(mask, image, what)
+    for m, color in checked:
         contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, tuple(int(c) for c in color), t)
+        cv2.drawContours(out, contours, -1, color, t)
     return out

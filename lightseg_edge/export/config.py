@@ -155,11 +155,11 @@ def validate(cfg: ExportConfig) -> None:
         raise ExportConfigError(f"--output {cfg.output}: exists and is not a folder")
 
 
-def check_img_size(size: int, model: str, stride: int) -> None:
+def check_img_size(size: int, model: str, stride: int, flag: str = "--img-size") -> None:
     """The model's downsampling needs H and W to be multiples of its stride."""
     if size % stride or size < stride:
         near = [c for c in (size // stride * stride, (size // stride + 1) * stride) if c >= stride]
-        raise ExportConfigError(f"--img-size {size} is not a multiple of {model}'s stride {stride}; use {' or '.join(map(str, near))}")
+        raise ExportConfigError(f"{flag} {size} is not a multiple of {model}'s stride {stride}; use {' or '.join(map(str, near))}")
 
 
 def default_output(cfg: ExportConfig, model: str, size: int) -> Path:

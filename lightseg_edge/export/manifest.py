@@ -1,7 +1,8 @@
 """The export folder contract: ``<out>/manifest.json``, written last and atomically.
 
-Runtimes and benchmarks read an export folder only through ``read_manifest``. This module needs nothing beyond the
-standard library (it runs on the Jetson, Python 3.8).
+Runtimes and benchmarks read an export folder only through ``read_manifest`` (``runtimes.manifest`` wraps it in
+typed objects): ``check_manifest`` holds every rule once, so no reader can accept a folder another refuses. This
+module needs nothing beyond the standard library (it runs on the Jetson, Python 3.8).
 
 Keys: format, model, created, weights {source, sha256}, input (InputSpec.to_dict), preprocess
 (PreprocessConfig.to_dict), output, opset, artifacts {fp32|fp16|int8|engine: {path, sha256, ...}} with paths relative
@@ -11,15 +12,19 @@ to the folder, parity, calibration, accuracy, tensorrt, tools, steps.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Dict, List, Union
 
 from ..errors import ManifestError
-from .._hashing import sha256_file  # noqa: F401  (re-exported)
+from ..types import NORMALIZE_MODES
+from .._hashing import brief_repr, check_sha256, file_problem, is_regular_file, member_path, sha256_file, shown  # noqa: F401  (sha256_file re-exported)
 
 FORMAT = "lightseg-export/1"
+FORMAT_PREFIX = "lightseg-export/"
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few KB; refuse to parse anything near memory-sized
 REQUIRED_KEYS = (
     "format",
     "model",
@@ -38,10 +43,9 @@ REQUIRED_KEYS = (
     "steps",
 )
 ARTIFACT_KINDS = ("fp32", "fp16", "int8", "engine")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 PathLike = Union[str, Path]
-
-
 
 
 def _manifest_path(folder: PathLike) -> Path:
@@ -49,55 +53,188 @@ def _manifest_path(folder: PathLike) -> Path:
     return p if p.name == MANIFEST_NAME else p / MANIFEST_NAME
 
 
-def _check(data: object, where: Path) -> Dict:
+# ---------------------------------------------------------------------------------------------------------------------
+# the rules: every reader (this module's, runtimes.manifest's) and the writer go through check_manifest
+# ---------------------------------------------------------------------------------------------------------------------
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_format(data: Dict, where: Path) -> None:
+    fmt = data.get("format")
+    if fmt == FORMAT:
+        return
+    if isinstance(fmt, str) and fmt.startswith(FORMAT_PREFIX):
+        raise ManifestError(f"{where}: unsupported manifest format {brief_repr(fmt)}, expected {FORMAT!r} (written by a newer lightseg-edge; upgrade)")
+    raise ManifestError(f"{where}: unsupported manifest format {brief_repr(fmt)}: not a lightseg export manifest (expected {FORMAT!r})")
+
+
+def _check_input(spec: object, where: Path) -> None:
+    ok = isinstance(spec, dict) and isinstance(spec.get("name"), str) and bool(spec.get("name"))
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    ok = ok and isinstance(shape, list) and all(d is None or _is_count(d) for d in shape)
+    ok = ok and all(isinstance(spec.get(k, ""), str) for k in ("dtype", "output_name"))
+    if not ok:
+        raise ManifestError(f"{where}: invalid 'input' or 'preprocess' entry: 'input' must be {{name, shape: [N, C, H, W]}} with positive or null sizes, found {brief_repr(spec)}")
+    if len(shape) != 4:
+        raise ManifestError(f"{where}: input shape {shape} is not NCHW")
+
+
+def _check_preprocess(pre: object, where: Path) -> None:
+    """null (an export from a bare ONNX without --model: the user passes preprocessing) or a PreprocessConfig dict."""
+    if pre is None:
+        return
+    ok = isinstance(pre, dict) and isinstance(pre.get("size"), list) and len(pre["size"]) == 2 and all(_is_count(v) for v in pre["size"])
+    ok = ok and pre.get("mode") in NORMALIZE_MODES
+    for key in ("mean", "std"):
+        vals = pre.get(key, [0.0, 0.0, 0.0]) if ok else None
+        ok = ok and isinstance(vals, list) and len(vals) == 3 and all(_is_number(v) for v in vals)
+    ok = ok and all(v != 0 for v in pre.get("std", [1.0]))
+    if not ok:
+        raise ManifestError(
+            f"{where}: invalid 'input' or 'preprocess' entry: 'preprocess' must be null or "
+            f"{{size: [H, W], mode: one of {', '.join(NORMALIZE_MODES)}, mean: [3 numbers], std: [3 non-zero numbers]}}, found {brief_repr(pre)}"
+        )
+
+
+def _check_weights(weights: object, where: Path) -> None:
+    """The weights record is provenance (its file usually lies outside the folder); only its form is checked here.
+
+    The PyTorch runtime, before it loads the file, checks that it lies inside the folder and matches this sha256."""
+    if weights is None:
+        return
+    if not isinstance(weights, dict) or not (weights.get("source") is None or isinstance(weights.get("source"), str)):
+        raise ManifestError(f"{where}: 'weights' must be null or {{source, sha256}}, found {brief_repr(weights)}")
+    if weights.get("sha256") is not None:
+        check_sha256(weights["sha256"], "the weights record", where)
+
+
+def artifact_file(folder: Path, kind: str, entry: object, where: Path) -> Path:
+    """The resolved file of one artifact entry: inside ``folder`` (symlinks resolved) with a well-formed sha256.
+
+    The one rule for artifact entries; every manifest reader calls it, so they accept and refuse the same folders."""
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: artifact {kind!r} must be an object {{path, sha256, ...}}, found {brief_repr(entry)}")
+    path = member_path(folder, entry.get("path"), f"artifact {kind!r}", where)
+    check_sha256(entry.get("sha256"), f"artifact {kind!r} ({brief_repr(entry.get('path'))})", where)
+    if entry.get("precision") is not None and entry.get("precision") not in PRECISIONS:
+        raise ManifestError(f"{where}: artifact {kind!r} has precision {brief_repr(entry.get('precision'))}; expected one of {', '.join(PRECISIONS)}")
+    return path
+
+
+def check_manifest(data: object, where: Path) -> Dict[str, Path]:
+    """Every rule a manifest must pass; the artifact kind -> its resolved file. ``where`` is the manifest.json path."""
     if not isinstance(data, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(data).__name__}")
-    if data.get("format") != FORMAT:
-        raise ManifestError(f"{where}: not a lightseg export manifest (format {data.get('format')!r}, expected {FORMAT!r})")
+    _check_format(data, where)
     missing = [k for k in REQUIRED_KEYS if k not in data]
     if missing:
-        raise ManifestError(f"{where}: missing keys {', '.join(missing)}")
+        raise ManifestError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+                            f"expected a {FORMAT} manifest written by lightseg-export")
+    if not isinstance(data["model"], str) or not data["model"]:
+        raise ManifestError(f"{where}: 'model' must be the model's name, found {brief_repr(data['model'])}")
+    _check_input(data["input"], where)
+    _check_preprocess(data["preprocess"], where)
+    _check_weights(data["weights"], where)
     arts = data["artifacts"]
+    if isinstance(arts, dict) and not arts:
+        raise ManifestError(f"{where}: 'artifacts' is empty; the export produced no model file")
     if not isinstance(arts, dict) or "fp32" not in arts:
-        raise ManifestError(f"{where}: 'artifacts' must be an object with at least the 'fp32' model")
-    for kind, art in arts.items():
-        if kind not in ARTIFACT_KINDS:
-            raise ManifestError(f"{where}: unknown artifact kind {kind!r}; expected one of {', '.join(ARTIFACT_KINDS)}")
-        rel = art.get("path") if isinstance(art, dict) else None
-        if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
-            raise ManifestError(f"{where}: artifact {kind!r} needs a 'path' relative to the folder, got {rel!r}")
-    return data
+        raise ManifestError(f"{where}: 'artifacts' must be an object with at least the 'fp32' model, found {brief_repr(arts)}")
+    unknown = [k for k in arts if k not in ARTIFACT_KINDS]
+    if unknown:
+        raise ManifestError(f"{where}: unknown artifact kind {brief_repr(unknown[0])}; expected one of {', '.join(ARTIFACT_KINDS)}")
+    return {kind: artifact_file(where.parent, kind, entry, where) for kind, entry in arts.items()}
+
+
+def load_manifest(path: Path) -> object:
+    """The parsed JSON of a manifest file (not yet checked); ManifestError when it cannot be read."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(f"{path}: {size:,} bytes is far too large for a manifest (limit {MAX_MANIFEST_BYTES:,}); expected the manifest.json lightseg-export writes")
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ManifestError(f"{path}: cannot read the manifest ({type(exc).__name__}: {str(exc)[:200]})") from exc
 
 
 def read_manifest(folder: PathLike) -> Dict:
-    """The manifest of an export folder (or the path of a manifest.json); ManifestError if missing or malformed."""
+    """The manifest of an export folder (or the path of a manifest.json); ManifestError if missing or malformed.
+
+    Checks the form and that every artifact path stays inside the folder with a well-formed sha256; the files'
+    contents are checked by ``verify_artifacts`` / ``check_artifacts`` (hashing them all on every read would be slow).
+    """
     path = _manifest_path(folder)
     if not path.is_file():
         raise ManifestError(f"{path}: no export manifest here; export a model with `lightseg-export --model NAME` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ManifestError(f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})") from exc
-    return _check(data, path)
+    data = load_manifest(path)
+    check_manifest(data, path)
+    return data
 
 
 def verify_artifacts(folder: PathLike, manifest: Dict) -> List[str]:
-    """Problems with the files a manifest lists (missing, or sha256 differs); empty when the folder is consistent."""
-    folder = _manifest_path(folder).parent
+    """Problems with the files a manifest lists (outside the folder, missing, or sha256 differs); empty when consistent."""
+    where = _manifest_path(folder)
+    files = check_manifest(manifest, where)
     problems = []
-    for kind, art in manifest["artifacts"].items():
-        path = folder / art["path"]
-        if not path.is_file():
-            problems.append(f"{kind}: {path} is missing")
-        elif art.get("sha256") and sha256_file(path) != art["sha256"]:
-            problems.append(f"{kind}: {path} does not match its sha256 in the manifest (changed after export?)")
+    for kind, path in files.items():
+        problem = file_problem(path, manifest["artifacts"][kind]["sha256"])
+        if problem:
+            problems.append(f"{kind}: {problem}")
     return problems
+
+
+def check_artifacts(folder: PathLike, manifest: Dict) -> None:
+    """Raise ManifestError for the first artifact that is missing or does not match its sha256 (one line)."""
+    problems = verify_artifacts(folder, manifest)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ManifestError(problems[0].split(": ", 1)[1] + more)
+
+
+def weights_file(folder: PathLike, manifest: Dict) -> Path:
+    """The weights file an export was made from, for rebuilding it in PyTorch; ManifestError unless it can be trusted.
+
+    The record is provenance: lightseg-export writes the path it was given, usually outside the folder (where the
+    model was trained). Loading that would run bytes nobody checked, so the file is held to the artifacts' rules:
+    inside the folder after symlinks are resolved (an absolute path is accepted only when it points there), present,
+    and matching the recorded sha256. Call it only for a file source (not 'pretrained' or 'random').
+    """
+    where = _manifest_path(folder)
+    folder = where.parent
+    rec = manifest.get("weights") or {}
+    source = rec.get("source")
+    if not isinstance(source, str) or not source or source in ("pretrained", "random"):
+        raise ManifestError(f"{where}: the export's weights ({brief_repr(source)}) are not a file; use the ONNX artifacts instead")
+    name = source
+    if Path(source).is_absolute():
+        try:
+            name = str(Path(source).resolve().relative_to(folder.resolve()))
+        except (OSError, RuntimeError, ValueError):
+            raise ManifestError(
+                f"{where}: the export's weights {shown(source)} lie outside the export folder {folder}; copy the file into the "
+                f"folder and set weights.source to its name there, or use the ONNX artifacts (runtime='onnxruntime')"
+            ) from None
+    path = member_path(folder, name, "the weights record", where)
+    sha = check_sha256(rec.get("sha256"), f"the weights file {shown(source)}", where)
+    if not is_regular_file(path):
+        raise ManifestError(f"{shown(path)}: the export's weights file (weights.source {brief_repr(source)}) is not in the export folder; "
+                            f"copy it there, or use the ONNX artifacts (runtime='onnxruntime')")
+    problem = file_problem(path, sha)
+    if problem:
+        raise ManifestError(problem)
+    return path
 
 
 def write_manifest(folder: PathLike, manifest: Dict) -> Path:
     """Check ``manifest`` against the contract and write it atomically (temp file, fsync, rename)."""
     path = _manifest_path(folder)
-    data = _check(json.loads(json.dumps(manifest)), path)  # round trip: only JSON types reach the file
+    data = json.loads(json.dumps(manifest))  # round trip: only JSON types reach the file
+    check_manifest(data, path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -13,25 +13,46 @@ No TensorRT or no GPU here is the expected case on a CPU machine: every ONNX fil
 ``tensorrt`` step is recorded as skipped with the reason, and ``ExportResult.target_command`` is the command that
 builds the engine on the target. A failing step raises ``ExportError(step, message)``.
 
-Atomicity: files are made in a hidden staging folder inside the output folder. Only when every step has passed is
-the old manifest withdrawn, the files renamed into place and the new manifest written last, then read back and
-checked against the files' sha256. A failed or interrupted export leaves the output folder as it was, and never a
-manifest that describes files it did not write.
+Atomicity (the output folder is replaced as a whole, in one step):
+
+1. The new content is assembled in a hidden staging folder *beside* the output folder,
+   ``<parent>/.lightseg-export-XXXX/new``: the files the steps make, hard links to everything of the old folder the
+   new export keeps (artifacts an in-place ``--from-onnx`` run reuses, the engine timing cache, the user's own files
+   and subfolders; files only the old manifest lists are dropped, they describe another model or setting), and the
+   manifest, written last and read back against the files' sha256.
+2. Commit: the staging folder and the output folder are exchanged in one step (Linux ``renameat2`` with
+   ``RENAME_EXCHANGE``), then the old content is removed, its manifest first.
+
+Guarantee: after a failure, Ctrl-C, SIGKILL or power cut at any point, the output folder is either exactly the old
+export (old manifest, old files) or the complete new one, never a mix and never a manifest describing files it did
+not write. What a killed export leaves is hidden beside the folder (``.lightseg-export-*``, never read as an
+export) and is finished or removed by the next export into the same folder. Where the OS or filesystem cannot exchange folders (not
+Linux, some network filesystems), the swap is two renames: a kill between them leaves no output folder until the
+next export into it rolls the complete new content forward.
+
+Consequences: the output folder must not be a mount point and its parent must be writable (both checked before the
+first step); a shell whose working folder is the output folder sees the old one until it runs ``cd .``; of concurrent
+exports into one folder the last to commit wins.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
+import json
 import logging
 import os
 import platform
 import shutil
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Set, Tuple
 
 from .._version import __version__
 from ..errors import ExportConfigError, ExportError, ManifestError
@@ -39,13 +60,14 @@ from ..types import PreprocessConfig
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .config import RANDOM_WEIGHTS, ExportConfig, check_img_size, default_output, validate
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks
-from .manifest import FORMAT, MANIFEST_NAME, read_manifest, remove_manifest, sha256_file, verify_artifacts, write_manifest
+from .manifest import FORMAT, MANIFEST_NAME, read_manifest, sha256_file, verify_artifacts, write_manifest
 from .parity import ParityReport
 from .steps import StepLog, StepRecord
 
 log = logging.getLogger("lightseg_edge.export")
 
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+WEIGHTS_NAME = "weights.safetensors"  # a copy of --weights, so the folder alone rebuilds the model in PyTorch
 TIMING_CACHE = "timing.cache"
 CALIB_LIST = "calibration.txt"
 _TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "tensorrt", "numpy", "opencv-python-headless")
@@ -67,7 +89,14 @@ class ExportResult:
 # ----------------------------------------------------------------------------------------------- output folder
 STAGING_PREFIX = ".lightseg-export-"
 _OWNER = ".owner"  # "<host> <pid>" of the export writing into a staging folder
+_TARGET = "target"  # the name of the output folder (beside the staging folder) it is assembling
+_NEW = "new"  # inside a staging folder: the complete new content of the output folder
+_OLD = "old"  # inside a staging folder: the previous content, moved aside by the two-rename swap
 _ABANDONED_AFTER_S = 24 * 3600  # staging folders without an owner file (older versions) count as abandoned after this
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+_AT_FDCWD = -100
+# renameat2's system call number, for a C library without the wrapper (glibc < 2.28, e.g. JetPack 4's Ubuntu 18.04)
+_SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276}
 
 
 def _owner_gone(staging: Path) -> bool:
@@ -86,48 +115,229 @@ def _owner_gone(staging: Path) -> bool:
     return False
 
 
+def _target(staging: Path) -> Optional[str]:
+    try:
+        return (staging / _TARGET).read_text().strip()
+    except OSError:
+        return None
+
+
+def _discard(staging: Path) -> None:
+    """Remove a staging folder, manifests first: a half-removed copy of an export must never read as one."""
+    for part in (_NEW, _OLD):
+        try:
+            os.unlink(staging / part / MANIFEST_NAME)
+        except OSError:
+            pass
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def _remove_abandoned_staging(out: Path) -> None:
-    """Staging folders left by killed exports (their process is gone) are removed by the next export into ``out``."""
-    for staging in out.glob(f"{STAGING_PREFIX}*"):
+    """What killed exports into ``out`` left (their process is gone) is finished or removed by the next export:
+    staging folders beside ``out``, and inside it where older versions staged."""
+    for staging in out.glob(f"{STAGING_PREFIX}*") if out.is_dir() else ():
         if staging.is_dir() and _owner_gone(staging):
             shutil.rmtree(staging, ignore_errors=True)
+    for staging in out.parent.glob(f"{STAGING_PREFIX}*"):
+        if staging.is_dir() and _target(staging) == out.name and _owner_gone(staging):
+            if (staging / _OLD).is_dir() and (staging / _NEW).is_dir() and not out.exists():
+                # killed between the two renames of a swap: the new content was complete and verified, so it goes in
+                os.rename(staging / _NEW, out)
+            _discard(staging)
+
+
+@functools.lru_cache(maxsize=None)
+def _renameat2() -> Optional[Callable[[bytes, bytes, int], int]]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    fn = getattr(libc, "renameat2", None)
+    if fn is not None:
+        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+        fn.restype = ctypes.c_int
+        return lambda a, b, flags: fn(_AT_FDCWD, a, _AT_FDCWD, b, flags)
+    number = _SYS_RENAMEAT2.get(platform.machine())
+    if number is None:
+        return None
+    syscall = libc.syscall
+    syscall.restype = ctypes.c_long
+    return lambda a, b, flags: syscall(
+        ctypes.c_long(number), ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(a), ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(b), ctypes.c_uint(flags)
+    )
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders in one step; False where the OS or the filesystem cannot (the caller falls back)."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(os.fsencode(str(a)), os.fsencode(str(b)), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap(new: Path, out: Path, staging: Path) -> None:
+    """Make ``new`` the output folder; the previous content ends up inside ``staging`` (removed afterwards)."""
+    if _exchange(new, out):
+        return
+    # Two renames: a kill between them leaves no output folder, and the next export rolls forward (see above).
+    os.rename(out, staging / _OLD)
+    os.rename(new, out)
+
+
+def _listed(manifest: object) -> Set[str]:
+    """The files a manifest describes: its artifacts, the calibration list and the copied weights."""
+    if not isinstance(manifest, dict):
+        return set()
+    arts = manifest.get("artifacts")
+    calib, weights = manifest.get("calibration"), manifest.get("weights")
+    names = [a.get("path") for a in arts.values() if isinstance(a, dict)] if isinstance(arts, dict) else []
+    names.append(calib.get("list_file") if isinstance(calib, dict) else None)
+    names.append(WEIGHTS_NAME if isinstance(weights, dict) and weights.get("source") == WEIGHTS_NAME else None)
+    return {n for n in names if isinstance(n, str)}
+
+
+def _superseded(out: Path, manifest: dict) -> Set[str]:
+    """Files of the previous export that the new one does not list: they belong to another model or setting, and left
+    beside the new manifest they would be mixed up with it."""
+    try:
+        old = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    return _listed(old) - _listed(manifest)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a filesystem without hard links
+        shutil.copy2(src, dst)
+
+
+def _carry_over(old: Path, new: Path, drop: Set[str]) -> None:
+    """Hard-link into ``new`` everything of ``old`` the new export does not replace (artifacts it keeps, the engine
+    timing cache, the user's own files and folders), so that swapping the folders loses nothing."""
+    for entry in os.scandir(str(old)):
+        name = entry.name
+        if (
+            name in drop
+            or name == MANIFEST_NAME
+            or name.startswith(STAGING_PREFIX)
+            or (name.startswith(f".{MANIFEST_NAME}.") and name.endswith(".tmp"))  # a killed manifest write (older versions)
+            or os.path.lexists(str(new / name))
+        ):
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), str(new / name))
+        elif entry.is_dir():
+            shutil.copytree(entry.path, str(new / name), symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry.path, str(new / name))
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        _fsync(path)
+    except OSError:  # not every OS opens or syncs folders; the files themselves are synced
+        pass
+
+
+def _working_inside(folder: Path) -> Optional[str]:
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    return cwd if cwd == str(folder) or cwd.startswith(str(folder) + os.sep) else None
+
+
+def _recover_output(cfg: ExportConfig) -> None:
+    """Finish what a killed export into the named output folder left, before anything reads that folder (an
+    in-place ``--from-onnx`` reads its input there)."""
+    named = cfg.output or (str(Path(cfg.from_onnx).parent) if cfg.from_onnx else None)
+    if named is None:
+        return  # the default folder is known only once the model is: _Staging recovers it
+    out = Path(os.path.realpath(named))
+    if out.parent.is_dir():
+        try:
+            _remove_abandoned_staging(out)
+        except OSError as exc:
+            raise ExportConfigError(f"--output {named}: cannot finish an interrupted export there ({exc.strerror or exc})") from exc
 
 
 class _Staging:
-    """A hidden folder inside the output folder; ``commit`` moves the files in and writes the manifest last."""
+    """The new content of the output folder, made in a hidden staging folder beside it; ``commit`` completes it
+    (carried-over files, the manifest last) and swaps it in. See the module docstring for the guarantee."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
+        self.target = Path(os.path.realpath(str(out)))  # a symlinked output folder: the folder it points to is replaced
         self.created: List[Path] = []
+        self.root: Optional[Path] = None
         self.dir = out
 
     def __enter__(self) -> "_Staging":
+        if os.path.ismount(str(self.target)):
+            raise ExportConfigError(
+                f"--output {self.out}: is a mount point; the export replaces its output folder as a whole, so name a folder inside it"
+            )
         missing = []
-        p = self.out
+        p = self.target
         while not p.exists() and p != p.parent:
             missing.append(p)
             p = p.parent
         try:
-            self.out.mkdir(parents=True, exist_ok=True)
+            self.target.parent.mkdir(parents=True, exist_ok=True)
             self.created = missing
-            _remove_abandoned_staging(self.out)
-            self.dir = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=str(self.out)))
-            (self.dir / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+            _remove_abandoned_staging(self.target)
+            self.target.mkdir(exist_ok=True)
         except OSError as exc:
             self._cleanup_dirs()
             raise ExportConfigError(f"--output {self.out}: cannot write to this folder ({exc.strerror or exc})") from exc
+        try:
+            self.root = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=str(self.target.parent)))
+            (self.root / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+            (self.root / _TARGET).write_text(f"{self.target.name}\n")
+            self.dir = self.root / _NEW
+            self.dir.mkdir()
+        except OSError as exc:
+            self.__exit__(type(exc), exc, None)
+            raise ExportConfigError(
+                f"--output {self.out}: cannot write beside it in {self.target.parent} (the export is assembled there and swapped in "
+                f"whole; {exc.strerror or exc})"
+            ) from exc
         return self
 
     def commit(self, names: List[str], manifest: dict) -> Path:
-        remove_manifest(self.out)  # from here until the new manifest exists, the folder has none
-        for name in names:
-            os.replace(self.dir / name, self.out / name)
-        path = write_manifest(self.out, manifest)
-        problems = verify_artifacts(self.out, read_manifest(self.out))
+        assert self.root is not None
+        _carry_over(self.target, self.dir, _superseded(self.target, manifest))
+        write_manifest(self.dir, manifest)
+        problems = verify_artifacts(self.dir, read_manifest(self.dir))
         if problems:
-            remove_manifest(self.out)
-            raise ManifestError(f"{self.out}: the written folder does not verify: {'; '.join(problems)}")
-        return path
+            raise ManifestError(f"{self.out}: the new export does not verify: {'; '.join(problems)}")
+        for name in names:  # on disk before the folder is swapped in: a power cut must not find it with empty files
+            _fsync(self.dir / name)
+        _fsync_dir(self.dir)
+        shutil.copymode(str(self.target), str(self.dir))
+        cwd = _working_inside(self.target)
+        _swap(self.dir, self.target, self.root)
+        _fsync_dir(self.target.parent)
+        if cwd is not None:  # this process keeps working in the new folder, not in the swapped-out old one
+            os.chdir(cwd if os.path.isdir(cwd) else str(self.target))
+        return self.out / MANIFEST_NAME
 
     def _cleanup_dirs(self) -> None:
         for d in self.created:  # deepest first: only folders this export created, and only if still empty
@@ -137,8 +347,9 @@ class _Staging:
                 break
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self.dir != self.out:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        if self.root is not None:
+            _discard(self.root)
+            self.root = None
         if exc_type is not None:
             self._cleanup_dirs()
 
@@ -168,17 +379,7 @@ def _build_model(name: str, weights: Optional[str], seed: int):
     else:
         path, source = Path(weights), str(weights)
     torch.manual_seed(seed)  # random weights are reproducible; loaded weights overwrite every parameter anyway
-    try:
-        model = create_model(name, checkpoint=path) if path is not None else create_model(name)
-    except CheckpointError as exc:
-        cause = exc.__cause__
-        if cause is not None and "cannot read weights" in str(exc):  # torch's advice to unpickle unsafely is not repeated
-            first = str(cause).strip().split(". ")[0].splitlines()[0]
-            raise CheckpointError(
-                f"{path}: cannot read weights: not a .safetensors file or a tensors-only PyTorch checkpoint "
-                f"(read with weights_only=True; {type(cause).__name__}: {first})"
-            ) from exc
-        raise CheckpointError(_fit_summary(name, path) or str(exc)) from exc
+    model = create_model(name, checkpoint=path) if path is not None else create_model(name)
     model.eval()
     train_form = copy.deepcopy(model)
     deployed = model.deploy()
@@ -191,34 +392,18 @@ def _build_model(name: str, weights: Optional[str], seed: int):
     return train_form, deployed, record, params
 
 
-def _fit_summary(name: str, path: Optional[Path]) -> Optional[str]:
-    """Why a readable weights file does not fit the model, in counts and a few examples (None if unreadable)."""
-    from ..errors import CheckpointError
-    from ..models import create_model
-    from ..models._weights import read_state_dict
+def _copy_weights(train_form, name: str, record: dict, stage_dir: Path) -> dict:
+    """A weights file given by path is copied into the folder as tensors only; the record keeps where it came from.
 
-    if path is None:
-        return None
-    try:
-        state = read_state_dict(path)
-    except CheckpointError:
-        return None
-    expected = create_model(name).state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    parts = [
-        f"{len(x)} {what} (e.g. {', '.join(x[:3])})"
-        for x, what in ((missing, "missing keys"), (unexpected, "unexpected keys"), (shapes, "shape mismatches"))
-        if x
-    ]
-    if not parts:
-        return None
-    return f"{path}: weights do not fit model {name!r}: {'; '.join(parts)}. Is it a checkpoint of another model or configuration?"
+    Readers load weights only from inside an export folder (verified by sha256), so an export that pointed at the
+    training run's file could not be run in PyTorch once copied elsewhere.
+    """
+    from ..models._weights import save_safetensors
+
+    if record["source"] in ("pretrained", RANDOM_WEIGHTS):
+        return record
+    path = save_safetensors(train_form, stage_dir / WEIGHTS_NAME, name)
+    return {"source": WEIGHTS_NAME, "sha256": sha256_file(path), "origin": record["source"], "origin_sha256": record["sha256"]}
 
 
 def _deploy_check(train_form, deployed, x, chunk: int) -> dict:
@@ -369,6 +554,7 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
             lambda: _build_model(cfg.model, cfg.weights, cfg.seed),
             lambda r: f"{cfg.model} in deploy form, {r[3]:,} parameters, weights: {r[2]['source']}",
         )
+        weights = _copy_weights(train_form, cfg.model, weights, s)
         steps.run(
             "onnx",
             lambda: export_onnx(model, s / "model.raw.onnx", spec, cfg.opset),
@@ -407,6 +593,8 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
             artifacts["fp16"] = _artifact(s, FILE_NAMES["fp16"], "fp16", keep_io_types=True, overflow_check=fp16.to_dict())
         calibration = None
         names = [FILE_NAMES["fp32"]] + [FILE_NAMES[p] for p in cfg.precisions]
+        if weights["source"] == WEIGHTS_NAME:
+            names.append(WEIGHTS_NAME)
         if calib is not None:
             q = steps.run(
                 "int8",
@@ -509,8 +697,9 @@ def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
     steps.run("load-onnx", lambda: check_onnx(src), lambda _: f"{src}: onnx.checker ok, {count_nodes(src)} nodes")
     input_name, dims, output_name, opset = graph_io(src)
     old = _matching_manifest(src)
+    _check_onnx_input(cfg, src, dims, old)
     old_arts = (old or {}).get("artifacts", {})
-    pre = _preprocess_for(cfg, old)
+    pre = _preprocess_for(cfg, old, (int(dims[2]), int(dims[3])))
     dynamic = dims[0] is None
     dyn = cfg.dynamic_batch
     if dynamic and dyn is None and old and old.get("batch", {}).get("dynamic"):
@@ -653,18 +842,41 @@ def _matching_manifest(src: Path) -> Optional[dict]:
     return old
 
 
-def _preprocess_for(cfg: ExportConfig, old: Optional[dict]) -> Optional[PreprocessConfig]:
+def _check_onnx_input(cfg: ExportConfig, src: Path, dims: tuple, old: Optional[dict]) -> None:
+    """The graph must take N x 3 x H x W images of a fixed size, and --model must not contradict what the file is."""
+    if len(dims) != 4 or dims[1] != 3 or dims[2] is None or dims[3] is None:
+        shape = "x".join("?" if d is None else str(d) for d in dims)
+        raise ExportConfigError(f"--from-onnx {src}: expected an image input N x 3 x H x W with a fixed H and W, found {shape}")
+    if not cfg.model:
+        return
+    if old is not None and old.get("model") != cfg.model:
+        raise ExportConfigError(
+            f"--model {cfg.model} contradicts --from-onnx {src}: its manifest says model {old.get('model')!r} (omit --model to use it)"
+        )
+    from ..models import get_model_config
+
+    stride = get_model_config(cfg.model).stride  # UnknownModelError with a suggestion
+    if dims[2] % stride or dims[3] % stride:
+        raise ExportConfigError(
+            f"--model {cfg.model} contradicts --from-onnx {src}: its {dims[2]}x{dims[3]} input is not a multiple of {cfg.model}'s stride "
+            f"{stride}, so it is another model"
+        )
+
+
+def _preprocess_for(cfg: ExportConfig, old: Optional[dict], size: Tuple[int, int]) -> Optional[PreprocessConfig]:
     if old and old.get("preprocess"):
         return PreprocessConfig.from_dict(old["preprocess"])
     if cfg.model:
         from ..models import get_model_config
 
-        return get_model_config(cfg.model).preprocess
+        pre = get_model_config(cfg.model).preprocess  # the model's normalisation at the graph's fixed input size
+        return PreprocessConfig(size=size, mode=pre.mode, mean=pre.mean, std=pre.std)
     return None
 
 
 def export(cfg: ExportConfig) -> ExportResult:
     """Run the export ``cfg`` describes; see the module docstring for the steps."""
+    _recover_output(cfg)
     validate(cfg)
     if cfg.from_onnx is not None:
         return _export_onnx_file(cfg)

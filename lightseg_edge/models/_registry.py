@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
+import typing
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
-from ..errors import UnknownModelError
+from ..errors import InvalidInputError, UnknownModelError
 from ._cfg import ModelConfig
 
 _ENTRYPOINTS: Dict[str, Callable] = {}
@@ -30,8 +32,8 @@ def list_models(pattern: str = "*") -> List[str]:
 
 
 def _check_name(name: str) -> None:
-    if name not in _ENTRYPOINTS:
-        close = difflib.get_close_matches(name, list(_ENTRYPOINTS), n=1)
+    if not isinstance(name, str) or name not in _ENTRYPOINTS:
+        close = difflib.get_close_matches(name, list(_ENTRYPOINTS), n=1) if isinstance(name, str) else []
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UnknownModelError(f"unknown model {name!r}.{hint} Available: {', '.join(list_models())}")
 
@@ -41,9 +43,31 @@ def get_model_config(name: str) -> ModelConfig:
     return _CONFIGS[name]
 
 
+def _check_kwargs(name: str, kwargs: dict) -> None:
+    """Unknown keyword arguments are the caller's mistake: name the accepted ones. Checked against signatures rather
+    than by catching TypeError, so a TypeError inside a model's code keeps its traceback."""
+    entry = _ENTRYPOINTS[name]
+    sig = inspect.signature(entry)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        # An entrypoint forwards **kwargs to its model class, after the config: check against the class.
+        try:
+            built = typing.get_type_hints(entry).get("return")
+        except (NameError, TypeError):
+            return
+        if not inspect.isclass(built):
+            return
+        sig = sig.replace(parameters=list(inspect.signature(built).parameters.values())[1:])
+    try:
+        sig.bind(**kwargs)
+    except TypeError as exc:
+        accepted = ", ".join(sig.parameters) or "none"
+        raise InvalidInputError(f"create_model({name!r}): {exc}; accepted keyword arguments: {accepted}") from exc
+
+
 def create_model(name: str, pretrained: bool = False, checkpoint: Optional[Union[str, Path]] = None, **kwargs):
     """Build a registered model; ``pretrained`` loads the shipped ISIC weights, ``checkpoint`` a training checkpoint."""
     _check_name(name)
+    _check_kwargs(name, kwargs)
     model = _ENTRYPOINTS[name](**kwargs)
     if checkpoint is not None:
         from ._weights import load_weights

@@ -14,6 +14,7 @@ thread. For parallel throughput, create one predictor per thread.
 from __future__ import annotations
 
 import threading
+from collections import abc
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
@@ -40,17 +41,21 @@ class Predictor(Protocol):
 
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def predict(self, image: np.ndarray, threshold: Optional[float] = None) -> np.ndarray: ...
+    def predict(self, image: np.ndarray, threshold: Optional[float] = None, name: Optional[str] = None) -> np.ndarray: ...
 
-    def predict_proba(self, image: np.ndarray) -> np.ndarray: ...
+    def predict_proba(self, image: np.ndarray, name: Optional[str] = None) -> np.ndarray: ...
 
-    def predict_batch(self, images: Sequence[np.ndarray], threshold: Optional[float] = None) -> List[np.ndarray]: ...
+    def predict_batch(self, images: Sequence[np.ndarray], threshold: Optional[float] = None,
+                      names: Optional[Sequence[str]] = None) -> List[np.ndarray]: ...
 
     def close(self) -> None: ...
 
 
 def _check_threshold(threshold: float) -> float:
-    t = float(threshold)
+    try:
+        t = float(threshold)
+    except (TypeError, ValueError):
+        t = float("nan")  # fails the range check below, with the same words
     if not 0.0 <= t <= 1.0:
         raise InvalidInputError(f"threshold must be a probability in [0, 1], got {threshold!r}")
     return t
@@ -189,13 +194,28 @@ class BasePredictor:
         for start in range(0, n, step):
             yield start, min(n, start + step)
 
-    def _logits_for(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+    @staticmethod
+    def _labels(n: int, names: Optional[Sequence[str]]) -> List[str]:
+        """What an error calls each image: its file name when the caller gives names, else its index."""
+        if names is None:
+            return [f"image {i}" for i in range(n)]
+        labels = [str(name) for name in names] if not isinstance(names, (str, bytes)) else []
+        if len(labels) != n:
+            got = "a single string" if isinstance(names, (str, bytes)) else f"{len(labels)} names"
+            raise InvalidInputError(f"predict_batch: names= must give one name per image ({n}), got {got}")
+        return labels
+
+    def _logits_for(self, images: Sequence[np.ndarray], names: Optional[Sequence[str]] = None) -> List[np.ndarray]:
         if isinstance(images, np.ndarray) and images.ndim == 4:
             images = list(images)  # an NHWC uint8 stack is a sequence of images
+        if not isinstance(images, abc.Sequence) or isinstance(images, (str, bytes)):
+            one = isinstance(images, np.ndarray)
+            got = f"an array of shape {images.shape} (one image? use predict())" if one else type(images).__name__
+            raise InvalidInputError(f"predict_batch: expected a list of HxWx3 uint8 RGB images or an NxHxWx3 array, got {got}")
         if len(images) == 0:
             raise InvalidInputError("predict_batch: expected at least one image, got an empty sequence")
-        for i, im in enumerate(images):
-            check_image(im, what=f"image {i}")
+        for im, label in zip(images, self._labels(len(images), names)):
+            check_image(im, what=label)
         out: List[np.ndarray] = []
         for start, stop in self._chunks(len(images)):
             x = preprocess_batch(images[start:stop], self._pre)
@@ -206,26 +226,33 @@ class BasePredictor:
             out.extend(self.infer(x)[:k])
         return out
 
-    def predict_proba_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
-        """Each image -> HxW float32 lesion probabilities at its own resolution."""
-        logits = self._logits_for(images)
+    def predict_proba_batch(self, images: Sequence[np.ndarray], names: Optional[Sequence[str]] = None) -> List[np.ndarray]:
+        """Each image -> HxW float32 lesion probabilities at its own resolution.
+
+        ``names`` (e.g. the files the images came from) label the errors instead of "image <index>"."""
+        logits = self._logits_for(images, names)
         return [logits_to_proba(lg, im.shape[:2]) for lg, im in zip(logits, images)]
 
-    def predict_batch(self, images: Sequence[np.ndarray], threshold: Optional[float] = None) -> List[np.ndarray]:
-        """Each image -> HxW uint8 mask in {0, 1} at its own resolution."""
+    def predict_batch(self, images: Sequence[np.ndarray], threshold: Optional[float] = None,
+                      names: Optional[Sequence[str]] = None) -> List[np.ndarray]:
+        """Each image -> HxW uint8 mask in {0, 1} at its own resolution.
+
+        ``names`` (e.g. the files the images came from) label the errors instead of "image <index>"."""
         t = self._threshold if threshold is None else _check_threshold(threshold)
-        logits = self._logits_for(images)
+        logits = self._logits_for(images, names)
         return [logits_to_mask(lg, im.shape[:2], t) for lg, im in zip(logits, images)]
 
-    def predict_proba(self, image: np.ndarray) -> np.ndarray:
-        """HxWx3 uint8 RGB -> HxW float32 lesion probabilities."""
-        check_image(image)
-        return self.predict_proba_batch([image])[0]
+    def predict_proba(self, image: np.ndarray, name: Optional[str] = None) -> np.ndarray:
+        """HxWx3 uint8 RGB -> HxW float32 lesion probabilities. ``name`` labels errors (default "image")."""
+        check_image(image, what=name or "image")
+        return self.predict_proba_batch([image], names=[name or "image"])[0]
 
-    def predict(self, image: np.ndarray, threshold: Optional[float] = None) -> np.ndarray:
-        """HxWx3 uint8 RGB -> HxW uint8 mask with values 0 (skin) / 1 (lesion), at the input's resolution."""
-        check_image(image)
-        return self.predict_batch([image], threshold)[0]
+    def predict(self, image: np.ndarray, threshold: Optional[float] = None, name: Optional[str] = None) -> np.ndarray:
+        """HxWx3 uint8 RGB -> HxW uint8 mask with values 0 (skin) / 1 (lesion), at the input's resolution.
+
+        ``name`` (e.g. the file the image came from) labels errors (default "image")."""
+        check_image(image, what=name or "image")
+        return self.predict_batch([image], threshold, names=[name or "image"])[0]
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -21,10 +21,15 @@ a zoo model object (``nn.Module``)      pytorch
 
 Options (keyword arguments): ``precision`` ('fp32' | 'fp16' | 'int8'), ``threshold``, ``preprocess``
 (PreprocessConfig or its dict), ``input_spec`` (InputSpec or dict), ``model`` (registry name), ``verify`` (check
-artifact sha256 against the manifest, default True); onnxruntime: ``providers``, ``threads``,
+artifact sha256 against the manifest, default True; False skips only the hashing of big artifacts, never the rule
+that every file a manifest names lies inside its folder); onnxruntime: ``providers``, ``threads``,
 ``graph_optimization_level`` ('disable' | 'basic' | 'extended' | 'all'), ``cache_dir`` (TensorRT EP caches);
 pytorch: ``cuda_graph``, ``threads`` (process-wide in torch); tensorrt: ``buffers`` ('auto' | 'torch' |
 'cuda-python' | 'pycuda'), ``cuda_graph``, ``allow_host_code``.
+
+An export folder is trusted only as far as its manifest vouches: every artifact, and the weights file the pytorch
+runtime rebuilds the model from, must lie inside the folder (symlinks resolved) and match its recorded sha256
+(``lightseg_edge.export.manifest.check_manifest`` / ``weights_file``); anything else is a one-line ManifestError.
 
 Only the PyTorch paths import torch: an export folder, ``.onnx`` or ``.plan`` source never does (for ``.plan``, given
 cuda-python or pycuda; see ``tensorrt_backend``).
@@ -36,8 +41,10 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
+from .._hashing import check_sha256, is_regular_file, sha256_file, shown
 from .._optional import is_available
 from ..errors import CheckpointError, InvalidInputError
+from ..export.manifest import weights_file
 from ..types import InputSpec, Precision, PreprocessConfig, Runtime
 from .base import BasePredictor
 from .manifest import MANIFEST_NAME, ONNX_VARIANTS, DeployManifest, ManifestError, find_manifest_for, read_deploy_manifest, verify_artifact
@@ -159,13 +166,11 @@ def _from_checkpoint(path: Path, device: Optional[str], options: Dict[str, Any])
     """A trainer checkpoint (model name + preprocessing inside) or a bare state dict (needs ``model=``)."""
     from .._optional import require
 
-    torch = require("torch", purpose="loading a PyTorch checkpoint")
+    require("torch", purpose="loading a PyTorch checkpoint")
     from ..models import create_model
+    from ..models._weights import load_torch_file
 
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # whatever torch raised, the file is not a readable checkpoint
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
+    obj = load_torch_file(path, "checkpoint")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a trainer checkpoint or a state dict, got {type(obj).__name__}")
     config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
@@ -216,6 +221,25 @@ def _pick_folder_runtime(man: DeployManifest, device: Optional[str], precision: 
     return "onnxruntime"
 
 
+def _exported_weights(man: DeployManifest) -> Path:
+    """The weights file the export was made from, inside the folder and matching its sha256 (see weights_file)."""
+    path = weights_file(man.folder, man.raw)
+    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + CHECKPOINT_SUFFIXES:
+        raise ManifestError(f"{shown(path)}: the export's weights are not a .safetensors file or a checkpoint ({'/'.join(CHECKPOINT_SUFFIXES)}); use runtime='onnxruntime'")
+    return path
+
+
+def _shipped_weights_match(man: DeployManifest) -> None:
+    """An export of the shipped weights runs on PyTorch only if this installation ships the same bytes."""
+    from ..models._weights import pretrained_path  # imports torch: only reached for the pytorch runtime
+
+    shipped = pretrained_path(man.model)
+    want = check_sha256((man.raw.get("weights") or {}).get("sha256"), "the weights record ('pretrained')", man.path)
+    if sha256_file(shipped) != want:
+        raise ManifestError(f"{man.path}: the export was made from other shipped weights than this installation's {shipped}; "
+                            f"use runtime='onnxruntime', or re-export with this version")
+
+
 def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
     man = read_deploy_manifest(folder)
     precision = _precision(options.get("precision"))
@@ -223,6 +247,9 @@ def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dic
         runtime = _pick_folder_runtime(man, device, precision)
     _check_options(runtime, options)
     pre = _preprocess_option(options.get("preprocess")) or man.preprocess
+    if pre is None:
+        raise ManifestError(f"{man.path}: this export records no preprocessing (exported from a bare ONNX); pass "
+                            f"preprocess=PreprocessConfig(size=(H, W), mode=...) or model=NAME")
     spec = _input_spec_option(options.get("input_spec")) or man.input_spec
     verify = options.get("verify", True)
     if runtime == "tensorrt":
@@ -231,8 +258,9 @@ def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dic
             raise ManifestError(f"{folder}: this export has no TensorRT engine (artifacts: {', '.join(man.artifacts)}); build one with lightseg-export on the target device")
         if precision is not None and art.precision and art.precision != precision.value:
             raise ManifestError(f"{folder}: the engine was built for {art.precision}, not {precision.value}; omit precision or rebuild the engine")
-        if not art.path.is_file():
-            raise ManifestError(f"{art.path}: the manifest lists the engine but the file is missing")
+        if not is_regular_file(art.path):
+            raise ManifestError(f"{shown(art.path)}: the manifest lists the engine but the file is missing")
+        # The predictor hashes the very bytes it deserializes, so no swap can happen between the check and the load.
         return _trt(art.path, pre, spec, device, Precision(art.precision or (precision.value if precision else "fp16")), options,
                     sha256=art.sha256 if verify else None, built_with=man.tensorrt)
     if runtime == "onnxruntime":
@@ -245,14 +273,13 @@ def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dic
             verify_artifact(art)
         return _ort(art.path, pre, spec, device, prec, options)
     # pytorch from an export folder: the weights it was exported from
-    weights = (man.raw.get("weights") or {}).get("source")
-    if weights == "pretrained":
+    if (man.raw.get("weights") or {}).get("source") == "pretrained":
+        _shipped_weights_match(man)
         return _from_registry(man.model, device, options)
-    if weights and weights != "random" and Path(weights).is_file():
-        opts = dict(options, model=options.get("model") or man.model, preprocess=pre)
-        loader = _from_safetensors if Path(weights).suffix in SAFETENSORS_SUFFIXES else _from_checkpoint
-        return loader(Path(weights), device, opts)
-    raise ManifestError(f"{folder}: the export's weights ({weights!r}) are not available for the pytorch runtime; use runtime='onnxruntime'")
+    weights = _exported_weights(man)
+    opts = dict(options, model=options.get("model") or man.model, preprocess=pre)
+    loader = _from_safetensors if weights.suffix.lower() in SAFETENSORS_SUFFIXES else _from_checkpoint
+    return loader(weights, device, opts)
 
 
 def _from_file(path: Path, runtime: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:

@@ -12,6 +12,7 @@ ORT's documented options and have not been run here (UNVERIFIED); the CPU provid
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -112,7 +113,7 @@ class OnnxRuntimePredictor(BasePredictor):
         try:
             sess = ort.InferenceSession(str(path), sess_options=so, providers=names, provider_options=prov_opts)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types; all mean "cannot load this file"
-            raise InvalidInputError(f"{path}: ONNX Runtime cannot load this model ({type(exc).__name__}: {str(exc).strip()[:500]})") from exc
+            raise InvalidInputError(f"{path}: {_load_problem(exc)}") from exc
         active = list(sess.get_providers())
         if names[0] not in active:
             raise BackendUnavailableError(
@@ -155,6 +156,18 @@ class OnnxRuntimePredictor(BasePredictor):
 
     def _close(self) -> None:
         self._sess = None
+
+
+def _load_problem(exc: Exception) -> str:
+    """ORT's text: '[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from <path> failed:<reason>', sometimes
+    many lines with C++ signatures; keep the reason, on one line, and say what to do."""
+    text = " ".join(str(exc).split())
+    reason = text.split(" failed:", 1)[-1].strip()
+    reason = re.sub(r"\S+\.(?:h|cc|cpp):\d+ [^(]*\([^)]*\)\s*", "", reason) or type(exc).__name__  # C++ source location
+    fix = "copy it again or re-export it with lightseg-export"
+    if "INVALID_PROTOBUF" in text or "No graph was found" in text:
+        return f"ONNX Runtime cannot load this model: not a readable ONNX file (truncated or corrupt: {reason[:120]}); {fix}"
+    return f"ONNX Runtime cannot load this model ({type(exc).__name__}: {reason[:240]}); {fix}"
 
 
 def _check_spec_matches(path: Path, spec: InputSpec, graph_shape: Tuple[Optional[int], ...], name: str) -> None:

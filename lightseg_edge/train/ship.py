@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from .._atomic import write_text_atomic
 from .._hashing import sha256_file
 from ..cli._common import run_cli
 
@@ -34,9 +35,7 @@ def _measure(model_name: str, weights: Path, data: str, pre) -> dict:
 
 
 def _write_card(card: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(card, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(card, indent=2))
 
 
 def refresh_metrics(model_name: str, data: str, dest: Path) -> dict:
@@ -56,10 +55,10 @@ def refresh_metrics(model_name: str, data: str, dest: Path) -> dict:
 
 def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = ()) -> dict:
     import torch
-    from safetensors.torch import save_file
 
     from ..data.layouts import list_samples
     from ..models import create_model
+    from ..models._weights import save_safetensors
     from ..types import PreprocessConfig
     from .checkpoint import load_checkpoint
 
@@ -69,10 +68,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
     model = create_model(model_name)
     model.load_state_dict(best["model"])
     dest.mkdir(parents=True, exist_ok=True)
-    weights = dest / f"{model_name}.safetensors"
-    tmp = dest / f".{weights.name}.tmp"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"model": model_name})
-    os.replace(tmp, weights)
+    weights = save_safetensors(model, dest / f"{model_name}.safetensors", model_name)
 
     pre = PreprocessConfig.from_dict(best["preprocess"])
     metrics = _measure(model_name, weights, data, pre)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
@@ -15,10 +15,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader
 
+from .._atomic import check_output_dir, make_dir, write_bytes_atomic, write_text_atomic
 from ..data.augment import Augmentation
 from ..data.dataset import EpochShuffle, SegmentationDataset, subset
-from ..data.layouts import list_samples
+from ..data.layouts import Sample, list_samples
 from ..errors import CheckpointError, LightsegError
+from ..export.config import check_img_size
 from ..models import create_model, get_model_config
 from ..types import PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -63,6 +65,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise LightsegError(f"{name}: expected a number >= 0, got {value!r}")
+        stride = get_model_config(self.model).stride  # an unknown model fails here, listing the known ones
+        for flag, size in (("--img-size", self.img_size), ("--progressive", self.low_res)):
+            if size is not None:
+                check_img_size(size, self.model, stride, flag)
 
 
 @dataclass(frozen=True)
@@ -110,15 +116,17 @@ def _optimizer(name: str, params, lr: float, wd: float):
 
 
 def _write_logs(out: Path, history: List[dict]) -> None:
-    tmp = out / ".log.json.tmp"
-    tmp.write_text(json.dumps(history, indent=1))
-    os.replace(tmp, out / "log.json")
+    write_text_atomic(out / "log.json", json.dumps(history, indent=1))
     keys = list(dict.fromkeys(k for h in history for k in h))  # rows of an older run may lack newer columns
-    with open(out / ".log.csv.tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(out / ".log.csv.tmp", out / "log.csv")
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, keys)
+    w.writeheader()
+    w.writerows(history)
+    write_text_atomic(out / "log.csv", text.getvalue())
+    _plot_curves(out / "curves.png", history)
+
+
+def _plot_curves(path: Path, history: List[dict]) -> None:
     try:
         import matplotlib
 
@@ -135,14 +143,20 @@ def _write_logs(out: Path, history: List[dict]) -> None:
     ax[1].plot(ep, [h["val_miou"] for h in history], label="val mIoU")
     ax[1].set_xlabel("epoch"), ax[1].legend()
     fig.tight_layout()
-    fig.savefig(out / ".curves.png.tmp.png")
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    os.replace(out / ".curves.png.tmp.png", out / "curves.png")
+    write_bytes_atomic(path, png.getvalue())
 
 
-def _loaders(cfg: TrainConfig, pre: PreprocessConfig, device: torch.device):
-    train_ds = SegmentationDataset(subset(list_samples(cfg.data, "train"), cfg.max_train_images), pre, augment=cfg.augment, seed=cfg.seed, progress=cfg.progress)
-    val_ds = SegmentationDataset(subset(list_samples(cfg.data, "val"), cfg.max_val_images), pre, progress=cfg.progress)
+def _samples(cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
+    """The train and val samples: listing them is cheap, so a bad --data fails before anything is created."""
+    return subset(list_samples(cfg.data, "train"), cfg.max_train_images), subset(list_samples(cfg.data, "val"), cfg.max_val_images)
+
+
+def _loaders(cfg: TrainConfig, samples: Tuple[List[Sample], List[Sample]], pre: PreprocessConfig, device: torch.device):
+    train_ds = SegmentationDataset(samples[0], pre, augment=cfg.augment, seed=cfg.seed, progress=cfg.progress)
+    val_ds = SegmentationDataset(samples[1], pre, progress=cfg.progress)
     # no persistent workers: each epoch's workers must see the dataset's new epoch (it seeds the augmentations)
     extra = {"pin_memory": device.type == "cuda"}
     sampler = EpochShuffle(len(train_ds), cfg.seed)
@@ -246,30 +260,29 @@ def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, preci
 def train(cfg: TrainConfig) -> TrainResult:
     cfg = _resolved(cfg)
     recipe = recipe_for(cfg.model)
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LightsegError(f"{out}: cannot create output folder ({exc.strerror})") from exc
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    # Everything that can be checked without decoding an image is, before the output folder is created.
+    out = check_output_dir(cfg.out, "--out")
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if not cfg.resume and (last_path.exists() or best_path.exists()):
+        raise LightsegError(f"{out}: already holds a training run (last.pt/best.pt); pass --resume to continue it, or another --out")
     device = resolve_device(cfg.device)
     precision = TrainPrecision(cfg.precision)
     autocast(device, precision)  # refuses fp16 on CPU before any image is decoded
+    samples = _samples(cfg)
+    make_dir(out, "--out")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
     torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed input size: let cuDNN pick its fastest kernels
 
     pre = _preprocess_for(cfg)
-    train_ds, sampler, train_dl, val_dl = _loaders(cfg, pre, device)
+    train_ds, sampler, train_dl, val_dl = _loaders(cfg, samples, pre, device)
     model = keep_dilated_convs_fp32(create_model(cfg.model).to(device), device, precision)
     opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision is TrainPrecision.FP16)
 
     part, history, best = _Progress(0), [], {"epoch": -1, "mdice": -1.0}
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if not cfg.resume and (last_path.exists() or best_path.exists()):
-        raise LightsegError(f"{out}: already holds a training run (last.pt/best.pt); pass --resume to continue it, or another --out")
     if cfg.resume and last_path.is_file():
         part, history, best = _resume(last_path, cfg, recipe, model, opt, sched, scaler)
 

@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
-import numpy as np
+import json
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
-from lightseg_edge.bench.memory import file_sizes, measure_inference, measure_load, parse_tegrastats
+from lightseg_edge.bench.memory import file_sizes, measure_inference, parse_tegrastats
 
-MB = 1 << 20
+
+
+def _in_fresh_process(code: str) -> dict:
+    """Run ``code`` (which prints one JSON object) in a new interpreter, as the bench runs each job.
+
+    In a process that has run other tests, freed heap pages stay resident when an earlier library raised glibc's
+    mmap/trim thresholds, so a new allocation can reuse them without RSS moving: deltas only mean something from a
+    fresh process.
+    """
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_load_delta_sees_memory_kept_by_the_loader():
-    kept = []
-    _, mem = measure_load(lambda: kept.append(np.ones(48 * MB, np.uint8)))  # 48 MiB touched and kept
+    mem = _in_fresh_process("""
+        import json
+        import numpy as np
+        from lightseg_edge.bench.memory import measure_load
+        kept = []
+        _, mem = measure_load(lambda: kept.append(np.ones(48 << 20, np.uint8)))  # 48 MiB touched and kept
+        print(json.dumps(mem))
+    """)
     assert mem["load_delta_mb"] > 40
     assert mem["load_peak_delta_mb"] >= mem["load_delta_mb"] - 1
 
 
 def test_inference_peak_sees_temporary_memory():
-    def run():
-        a = np.ones(64 * MB, np.uint8)  # touched, then freed when the call returns
-        a.sum()
-
-    mem = measure_inference(run, runs=5)
+    mem = _in_fresh_process("""
+        import json
+        import numpy as np
+        from lightseg_edge.bench.memory import measure_inference
+        def run():
+            a = np.ones(64 << 20, np.uint8)  # touched, then freed when the call returns
+            a.sum()
+        print(json.dumps(measure_inference(run, runs=5)))
+    """)
     assert mem["inference_peak_delta_mb"] > 50
     assert mem["runs"] == 5 and mem["samples"] >= 2
     assert mem["process_peak_mb"] >= mem["rss_before_inference_mb"] + 50

@@ -92,7 +92,6 @@ def test_video_prints_per_frame_latency(checkpoint, sample_dir, tmp_path, capsys
     (["{ckpt}", "{txt}"], "unsupported input type '.txt'"),
     (["{ckpt}", "{empty}"], "no images in this folder"),
     (["nope.onnx", "{img}"], "nope.onnx: no such file or folder"),
-    (["{ckpt}", "{img}", "--threshold", "2"], r"--threshold must be in \[0, 1\]"),
     (["{ckpt}", "{img}", "--runtime", "onnxruntime"], "runs on the pytorch runtime, not onnxruntime"),
 ])
 def test_errors_exit_2_with_a_message(checkpoint, sample_dir, tmp_path, capsys, args, message):

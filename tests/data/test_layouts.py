@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import shutil
 
 import cv2
 import numpy as np

@@ -43,7 +43,7 @@ def test_unreadable_weights_file(sample_dir, tmp_path):
     bad.write_bytes(os.urandom(2048))
     out = tmp_path / "out"
     with pytest.raises(
-        ExportError, match=r"garbage\.pt: cannot read weights: not a \.safetensors file or a tensors-only PyTorch checkpoint"
+        ExportError, match=r"garbage\.pt: cannot read weights: not a tensors-only PyTorch file .*expected a lightseg-train checkpoint"
     ):
         _export(small_config(sample_dir, out, model="ucmnet", weights=str(bad)))
     assert not out.exists()
@@ -178,22 +178,23 @@ def test_failed_step_leaves_previous_export_intact(sample_dir, tmp_path, monkeyp
 
 
 def test_interrupted_commit_never_leaves_a_stale_manifest(sample_dir, tmp_path, monkeypatch):
-    """If moving files into place fails half-way, the folder has no manifest rather than one that lies."""
+    """If the commit fails (the disk fills while the new manifest is written), the folder is exactly as it was."""
     from lightseg_edge.export import export, pipeline
+    from lightseg_edge.export.manifest import read_manifest, verify_artifacts
 
     out = tmp_path / "out"
     export(small_config(sample_dir, out, model="ucmnet", weights="random", img_size=128))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     real_replace = os.replace
-    calls = []
 
     def flaky(src, dst):
-        calls.append(dst)
-        if Path(dst) == out / "model.fp16.onnx":  # the move into place, not the write into the staging folder
+        if Path(dst).name == "manifest.json":  # the new manifest, written last into the staging folder
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
     monkeypatch.setattr(pipeline.os, "replace", flaky)
     with pytest.raises(ExportError, match=r"step 'manifest' failed: .*No space left on device"):
         export(small_config(sample_dir, out, model="ucmnet", weights="random", img_size=128, fp16=True))
-    assert not (out / "manifest.json").exists()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert verify_artifacts(out, read_manifest(out)) == []
+    assert not [p for p in tmp_path.rglob(".*")]  # no staging folder beside it, no temporary file in it

@@ -54,7 +54,10 @@ def test_export_fp32_fp16_int8_on_real_images(name, fitted_weights, sample_dir, 
     assert verify_artifacts(out, m) == []
     assert set(m["artifacts"]) == {"fp32", "fp16", "int8"}
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")], "staging or temp files left behind"
-    assert m["weights"]["sha256"] == (sha256_file(weights) if weights is not None else m["weights"]["sha256"])
+    if weights is not None:  # a copy of the given file, tensors only, inside the folder (the manifest's rules)
+        assert m["weights"]["origin_sha256"] == sha256_file(weights)
+        assert m["weights"]["sha256"] == sha256_file(out / m["weights"]["source"])
+        _pytorch_runs_from_the_folder(out, sample_dir)
     assert m["input"]["shape"] == [1, 3, export_size(name), export_size(name)] and m["output"] == "logits"
 
     # FP16: float16 inside, float32 at the interface
@@ -83,3 +86,15 @@ def test_export_fp32_fp16_int8_on_real_images(name, fitted_weights, sample_dir, 
     trt = next(s for s in res.steps if s.name == "tensorrt")
     assert trt.status == "skipped" and res.engine is None
     assert res.target_command.startswith("lightseg-export --from-onnx ") and res.target_command.endswith("--int8")
+
+
+def _pytorch_runs_from_the_folder(out, sample_dir):
+    """The folder alone rebuilds the model in PyTorch, with masks equal to ONNX Runtime's fp32 artifact."""
+    from lightseg_edge.data.io import read_image
+    from lightseg_edge.runtimes import load_predictor
+
+    image = read_image(sorted((sample_dir / "images").iterdir())[0])
+    with load_predictor(out, runtime="pytorch") as torch_p, load_predictor(out, runtime="onnxruntime") as ort_p:
+        a, b = torch_p.predict(image), ort_p.predict(image)
+    assert a.shape == image.shape[:2] and (a != b).mean() < 1e-3
+

@@ -41,7 +41,7 @@ def test_round_trip_and_verification(tmp_path):
     assert read_manifest(tmp_path / "manifest.json") == m
     assert verify_artifacts(tmp_path, m) == []
     (tmp_path / "model.onnx").write_bytes(b"changed")
-    assert "does not match its sha256" in verify_artifacts(tmp_path, m)[0]
+    assert "does not match the manifest's" in verify_artifacts(tmp_path, m)[0]
     (tmp_path / "model.onnx").unlink()
     assert "is missing" in verify_artifacts(tmp_path, m)[0]
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp file left
@@ -54,7 +54,7 @@ def test_round_trip_and_verification(tmp_path):
         ("{not json", r"cannot read the manifest"),
         ("[]", r"expected a JSON object"),
         (json.dumps(_manifest(format="other/1")), r"not a lightseg export manifest"),
-        (json.dumps({k: v for k, v in _manifest().items() if k != "artifacts"}), r"missing keys artifacts"),
+        (json.dumps({k: v for k, v in _manifest().items() if k != "artifacts"}), r"missing key 'artifacts'"),
         (json.dumps(_manifest(artifacts={"fp16": {"path": "m.onnx"}})), r"at least the 'fp32' model"),
         (json.dumps(_manifest(artifacts={"fp32": {"path": "../model.onnx"}})), r"relative to the folder"),
         (json.dumps(_manifest(artifacts={"fp32": {"path": "model.onnx"}, "tflite": {"path": "x"}})), r"unknown artifact kind 'tflite'"),

@@ -37,7 +37,7 @@ def test_abandoned_staging_is_removed_and_live_ones_kept(tmp_path):
     old_unowned = _leftover(tmp_path, "old", age_s=2 * 24 * 3600)
     new_unowned = _leftover(tmp_path, "new")
     with _Staging(tmp_path) as staging:
-        assert (staging.dir / ".owner").read_text().split() == [host, str(os.getpid())]
+        assert (staging.root / ".owner").read_text().split() == [host, str(os.getpid())]
         assert not dead.exists() and not old_unowned.exists()
         assert alive.exists() and other_host.exists() and new_unowned.exists()
     assert not staging.dir.exists()  # its own staging folder goes when the export ends

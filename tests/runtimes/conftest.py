@@ -34,6 +34,8 @@ def checkpoint(model, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def export_dir(model, checkpoint, sample_images, tmp_path_factory) -> Path:
     """An export folder like lightseg-export writes: fp32, fp16 and INT8 ONNX + manifest.json."""
+    import shutil
+
     from lightseg_edge.data.transforms import preprocess_batch
 
     folder = tmp_path_factory.mktemp("export")
@@ -41,9 +43,10 @@ def export_dir(model, checkpoint, sample_images, tmp_path_factory) -> Path:
     make_fp16(folder / "model.onnx", folder / "model.fp16.onnx")
     # Calibrate on the train-split half of the sample (the agreement tests use all eight).
     make_int8(folder / "model.onnx", folder / "model.int8.onnx", preprocess_batch(sample_images[4:], model.cfg.preprocess))
+    shutil.copy(checkpoint, folder / "best.pt")  # the pytorch runtime loads only weights inside the folder
     write_manifest(folder, MODEL, model.cfg.preprocess,
                    {"fp32": {"path": "model.onnx"}, "fp16": {"path": "model.fp16.onnx"}, "int8": {"path": "model.int8.onnx"}},
-                   weights_source=str(checkpoint))
+                   weights_source="best.pt")
     return folder
 
 

@@ -117,7 +117,7 @@ def write_manifest(folder: Path, model_name: str, pre: PreprocessConfig, artifac
         arts[key] = entry
     man = {
         "format": "lightseg-export/1", "model": model_name, "created": "2026-11-22T00:00:00Z",
-        "weights": {"source": weights_source, "sha256": None},
+        "weights": {"source": weights_source, "sha256": sha256_file(folder / weights_source) if (folder / weights_source).is_file() else None},
         "input": {"name": "input", "shape": list(shape), "dtype": "float32", "output_name": "logits"},
         "preprocess": pre.to_dict(), "output": "logits", "opset": 17, "artifacts": arts,
         "parity": {}, "calibration": None, "accuracy": {}, "tensorrt": tensorrt, "tools": {}, "steps": [],

@@ -1,0 +1,105 @@
+"""Atomic output for every file the CLIs write (stdlib only, Python 3.8 compatible, no torch).
+
+A file is written to a hidden temporary file in its own folder and renamed over the target, so a reader never sees
+half a file and an interrupted or failed write leaves the previous version intact. Any ``OSError`` on the way (full
+disk, read-only file system, a file where a folder belongs) becomes one ``OutputError`` line that names the path and
+says what to do, and the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import uuid
+from pathlib import Path
+from typing import Optional, Union
+
+from .errors import OutputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_HINTS = {  # what to do; the reason itself comes from strerror
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some space or write elsewhere",
+    errno.EROFS: "write elsewhere",
+    errno.EACCES: "write to a folder you have write permission for",
+    errno.EPERM: "write to a folder you have write permission for",
+    errno.ENOTDIR: "part of the path is a file, not a folder: choose another output folder",
+    errno.EISDIR: "a folder of that name is in the way: remove it or choose another output path",
+    errno.ENOENT: "its folder does not exist: create it first",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """'<reason>; <what to do>' for an OSError, in one line."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hint = _HINTS.get(exc.errno or 0)
+    return f"{reason}; {hint}" if hint else reason
+
+
+def _blocking_file(path: Path) -> Optional[Path]:
+    """The path itself or the nearest existing ancestor, when that is a file rather than a folder."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def check_output_dir(path: PathLike, flag: Optional[str] = None) -> Path:
+    """Fail before any work when ``path`` cannot become a folder (it, or a parent, is an existing file)."""
+    path = Path(path)
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        where = "it is an existing file" if blocker == path else f"its parent {blocker} is a file"
+        label = f"{flag} {path}" if flag else str(path)
+        raise OutputError(f"{label}: expected a folder to write into, but {where}; pass another {flag or 'output folder'} or move the file")
+    return path
+
+
+def make_dir(path: PathLike, flag: Optional[str] = None) -> Path:
+    """Create the output folder ``path`` (and its parents); errors name it and, if given, the ``flag`` it came from."""
+    path = check_output_dir(path, flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        label = f"{flag} {path}" if flag else str(path)
+        raise OutputError(f"{label}: cannot create the folder ({describe_os_error(exc)})") from exc
+    return path
+
+
+def write_bytes_atomic(path: PathLike, data: Union[bytes, memoryview], durable: bool = False) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename; ``durable`` also fsyncs before the rename
+    (checkpoints: a crash must not leave a renamed but empty file).
+
+    Callers serialise into memory first (``io.BytesIO``): a library writing into the file itself may turn the disk's
+    OSError into its own exception type (torch.save raises RuntimeError), which no caller could tell from a bug.
+    """
+    path = Path(path)
+    # A unique name: concurrent writers of one target must not share a temporary; os.open (not mkstemp) so the
+    # file gets the usual umask permissions instead of 0600.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(str(tmp), str(path))
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write ({describe_os_error(exc)})") from exc
+    finally:
+        _remove_quietly(tmp)
+    return path
+
+
+def write_text_atomic(path: PathLike, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _remove_quietly(tmp: Path) -> None:
+    # Usually gone already (renamed into place, or never created); any other failure here must not mask the
+    # error that brought us here.
+    with contextlib.suppress(OSError):
+        tmp.unlink()
