@@ -15,7 +15,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Dict, List, Union
+from typing import Dict, List, Set, Union
 
 from ..errors import ManifestError
 from ..types import NORMALIZE_MODES
@@ -24,6 +24,7 @@ from .._hashing import brief_repr, check_sha256, file_problem, is_regular_file, 
 FORMAT = "lightseg-export/1"
 FORMAT_PREFIX = "lightseg-export/"
 MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "weights.safetensors"  # a copy of --weights, so the folder alone rebuilds the model in PyTorch
 MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few KB; refuse to parse anything near memory-sized
 REQUIRED_KEYS = (
     "format",
@@ -256,3 +257,15 @@ def remove_manifest(folder: PathLike) -> None:
     path = _manifest_path(folder)
     if path.exists():
         os.unlink(path)
+
+
+def listed_files(manifest: object) -> Set[str]:
+    """The files a manifest describes: its artifacts, the calibration list and the copied weights."""
+    if not isinstance(manifest, dict):
+        return set()
+    arts = manifest.get("artifacts")
+    calib, weights = manifest.get("calibration"), manifest.get("weights")
+    names = [a.get("path") for a in arts.values() if isinstance(a, dict)] if isinstance(arts, dict) else []
+    names.append(calib.get("list_file") if isinstance(calib, dict) else None)
+    names.append(WEIGHTS_NAME if isinstance(weights, dict) and weights.get("source") == WEIGHTS_NAME else None)
+    return {n for n in names if isinstance(n, str)}

@@ -13,61 +13,34 @@ No TensorRT or no GPU here is the expected case on a CPU machine: every ONNX fil
 ``tensorrt`` step is recorded as skipped with the reason, and ``ExportResult.target_command`` is the command that
 builds the engine on the target. A failing step raises ``ExportError(step, message)``.
 
-Atomicity (the output folder is replaced as a whole, in one step):
-
-1. The new content is assembled in a hidden staging folder *beside* the output folder,
-   ``<parent>/.lightseg-export-XXXX/new``: the files the steps make, hard links to everything of the old folder the
-   new export keeps (artifacts an in-place ``--from-onnx`` run reuses, the engine timing cache, the user's own files
-   and subfolders; files only the old manifest lists are dropped, they describe another model or setting), and the
-   manifest, written last and read back against the files' sha256.
-2. Commit: the staging folder and the output folder are exchanged in one step (Linux ``renameat2`` with
-   ``RENAME_EXCHANGE``), then the old content is removed, its manifest first.
-
-Guarantee: after a failure, Ctrl-C, SIGKILL or power cut at any point, the output folder is either exactly the old
-export (old manifest, old files) or the complete new one, never a mix and never a manifest describing files it did
-not write. What a killed export leaves is hidden beside the folder (``.lightseg-export-*``, never read as an
-export) and is finished or removed by the next export into the same folder. Where the OS or filesystem cannot exchange folders (not
-Linux, some network filesystems), the swap is two renames: a kill between them leaves no output folder until the
-next export into it rolls the complete new content forward.
-
-Consequences: the output folder must not be a mount point and its parent must be writable (both checked before the
-first step); a shell whose working folder is the output folder sees the old one until it runs ``cd .``; of concurrent
-exports into one folder the last to commit wins.
+Atomicity: the output folder is replaced as a whole, in one step, or not at all (see ``staging``).
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
-import functools
-import json
 import logging
 import os
 import platform
 import shutil
-import socket
-import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .._version import __version__
-from ..errors import ExportConfigError, ExportError, ManifestError
+from ..errors import ExportConfigError, ExportError
 from ..types import PreprocessConfig
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .config import RANDOM_WEIGHTS, ExportConfig, check_img_size, default_output, validate
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks
-from .manifest import FORMAT, MANIFEST_NAME, read_manifest, sha256_file, verify_artifacts, write_manifest
+from .manifest import FORMAT, MANIFEST_NAME, WEIGHTS_NAME, read_manifest, sha256_file
+from .staging import Staging, recover_output
 from .parity import ParityReport
 from .steps import StepLog, StepRecord
 
 log = logging.getLogger("lightseg_edge.export")
 
 FILE_NAMES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-WEIGHTS_NAME = "weights.safetensors"  # a copy of --weights, so the folder alone rebuilds the model in PyTorch
 TIMING_CACHE = "timing.cache"
 CALIB_LIST = "calibration.txt"
 _TOOLS = ("torch", "onnx", "onnxruntime", "onnxsim", "onnxslim", "tensorrt", "numpy", "opencv-python-headless")
@@ -84,274 +57,6 @@ class ExportResult:
     engine: Optional[Path] = None
     engine_skipped: Optional[str] = None  # why no engine was built here
     target_command: Optional[str] = None  # how to build it on the target instead
-
-
-# ----------------------------------------------------------------------------------------------- output folder
-STAGING_PREFIX = ".lightseg-export-"
-_OWNER = ".owner"  # "<host> <pid>" of the export writing into a staging folder
-_TARGET = "target"  # the name of the output folder (beside the staging folder) it is assembling
-_NEW = "new"  # inside a staging folder: the complete new content of the output folder
-_OLD = "old"  # inside a staging folder: the previous content, moved aside by the two-rename swap
-_ABANDONED_AFTER_S = 24 * 3600  # staging folders without an owner file (older versions) count as abandoned after this
-_RENAME_EXCHANGE = 2  # <linux/fs.h>
-_AT_FDCWD = -100
-# renameat2's system call number, for a C library without the wrapper (glibc < 2.28, e.g. JetPack 4's Ubuntu 18.04)
-_SYS_RENAMEAT2 = {"x86_64": 316, "aarch64": 276}
-
-
-def _owner_gone(staging: Path) -> bool:
-    try:
-        host, pid = (staging / _OWNER).read_text().split()
-    except (OSError, ValueError):
-        return time.time() - staging.stat().st_mtime > _ABANDONED_AFTER_S
-    if host != socket.gethostname():
-        return False  # another machine's export on a shared folder: not ours to judge
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError):
-        return False
-    return False
-
-
-def _target(staging: Path) -> Optional[str]:
-    try:
-        return (staging / _TARGET).read_text().strip()
-    except OSError:
-        return None
-
-
-def _discard(staging: Path) -> None:
-    """Remove a staging folder, manifests first: a half-removed copy of an export must never read as one."""
-    for part in (_NEW, _OLD):
-        try:
-            os.unlink(staging / part / MANIFEST_NAME)
-        except OSError:
-            pass
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def _remove_abandoned_staging(out: Path) -> None:
-    """What killed exports into ``out`` left (their process is gone) is finished or removed by the next export:
-    staging folders beside ``out``, and inside it where older versions staged."""
-    for staging in out.glob(f"{STAGING_PREFIX}*") if out.is_dir() else ():
-        if staging.is_dir() and _owner_gone(staging):
-            shutil.rmtree(staging, ignore_errors=True)
-    for staging in out.parent.glob(f"{STAGING_PREFIX}*"):
-        if staging.is_dir() and _target(staging) == out.name and _owner_gone(staging):
-            if (staging / _OLD).is_dir() and (staging / _NEW).is_dir() and not out.exists():
-                # killed between the two renames of a swap: the new content was complete and verified, so it goes in
-                os.rename(staging / _NEW, out)
-            _discard(staging)
-
-
-@functools.lru_cache(maxsize=None)
-def _renameat2() -> Optional[Callable[[bytes, bytes, int], int]]:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    fn = getattr(libc, "renameat2", None)
-    if fn is not None:
-        fn.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
-        fn.restype = ctypes.c_int
-        return lambda a, b, flags: fn(_AT_FDCWD, a, _AT_FDCWD, b, flags)
-    number = _SYS_RENAMEAT2.get(platform.machine())
-    if number is None:
-        return None
-    syscall = libc.syscall
-    syscall.restype = ctypes.c_long
-    return lambda a, b, flags: syscall(
-        ctypes.c_long(number), ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(a), ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(b), ctypes.c_uint(flags)
-    )
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two folders in one step; False where the OS or the filesystem cannot (the caller falls back)."""
-    fn = _renameat2()
-    if fn is None:
-        return False
-    if fn(os.fsencode(str(a)), os.fsencode(str(b)), _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _swap(new: Path, out: Path, staging: Path) -> None:
-    """Make ``new`` the output folder; the previous content ends up inside ``staging`` (removed afterwards)."""
-    if _exchange(new, out):
-        return
-    # Two renames: a kill between them leaves no output folder, and the next export rolls forward (see above).
-    os.rename(out, staging / _OLD)
-    os.rename(new, out)
-
-
-def _listed(manifest: object) -> Set[str]:
-    """The files a manifest describes: its artifacts, the calibration list and the copied weights."""
-    if not isinstance(manifest, dict):
-        return set()
-    arts = manifest.get("artifacts")
-    calib, weights = manifest.get("calibration"), manifest.get("weights")
-    names = [a.get("path") for a in arts.values() if isinstance(a, dict)] if isinstance(arts, dict) else []
-    names.append(calib.get("list_file") if isinstance(calib, dict) else None)
-    names.append(WEIGHTS_NAME if isinstance(weights, dict) and weights.get("source") == WEIGHTS_NAME else None)
-    return {n for n in names if isinstance(n, str)}
-
-
-def _superseded(out: Path, manifest: dict) -> Set[str]:
-    """Files of the previous export that the new one does not list: they belong to another model or setting, and left
-    beside the new manifest they would be mixed up with it."""
-    try:
-        old = json.loads((out / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return set()
-    return _listed(old) - _listed(manifest)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # a filesystem without hard links
-        shutil.copy2(src, dst)
-
-
-def _carry_over(old: Path, new: Path, drop: Set[str]) -> None:
-    """Hard-link into ``new`` everything of ``old`` the new export does not replace (artifacts it keeps, the engine
-    timing cache, the user's own files and folders), so that swapping the folders loses nothing."""
-    for entry in os.scandir(str(old)):
-        name = entry.name
-        if (
-            name in drop
-            or name == MANIFEST_NAME
-            or name.startswith(STAGING_PREFIX)
-            or (name.startswith(f".{MANIFEST_NAME}.") and name.endswith(".tmp"))  # a killed manifest write (older versions)
-            or os.path.lexists(str(new / name))
-        ):
-            continue
-        if entry.is_symlink():
-            os.symlink(os.readlink(entry.path), str(new / name))
-        elif entry.is_dir():
-            shutil.copytree(entry.path, str(new / name), symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(entry.path, str(new / name))
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        _fsync(path)
-    except OSError:  # not every OS opens or syncs folders; the files themselves are synced
-        pass
-
-
-def _working_inside(folder: Path) -> Optional[str]:
-    try:
-        cwd = os.getcwd()
-    except OSError:
-        return None
-    return cwd if cwd == str(folder) or cwd.startswith(str(folder) + os.sep) else None
-
-
-def _recover_output(cfg: ExportConfig) -> None:
-    """Finish what a killed export into the named output folder left, before anything reads that folder (an
-    in-place ``--from-onnx`` reads its input there)."""
-    named = cfg.output or (str(Path(cfg.from_onnx).parent) if cfg.from_onnx else None)
-    if named is None:
-        return  # the default folder is known only once the model is: _Staging recovers it
-    out = Path(os.path.realpath(named))
-    if out.parent.is_dir():
-        try:
-            _remove_abandoned_staging(out)
-        except OSError as exc:
-            raise ExportConfigError(f"--output {named}: cannot finish an interrupted export there ({exc.strerror or exc})") from exc
-
-
-class _Staging:
-    """The new content of the output folder, made in a hidden staging folder beside it; ``commit`` completes it
-    (carried-over files, the manifest last) and swaps it in. See the module docstring for the guarantee."""
-
-    def __init__(self, out: Path) -> None:
-        self.out = out
-        self.target = Path(os.path.realpath(str(out)))  # a symlinked output folder: the folder it points to is replaced
-        self.created: List[Path] = []
-        self.root: Optional[Path] = None
-        self.dir = out
-
-    def __enter__(self) -> "_Staging":
-        if os.path.ismount(str(self.target)):
-            raise ExportConfigError(
-                f"--output {self.out}: is a mount point; the export replaces its output folder as a whole, so name a folder inside it"
-            )
-        missing = []
-        p = self.target
-        while not p.exists() and p != p.parent:
-            missing.append(p)
-            p = p.parent
-        try:
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            self.created = missing
-            _remove_abandoned_staging(self.target)
-            self.target.mkdir(exist_ok=True)
-        except OSError as exc:
-            self._cleanup_dirs()
-            raise ExportConfigError(f"--output {self.out}: cannot write to this folder ({exc.strerror or exc})") from exc
-        try:
-            self.root = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=str(self.target.parent)))
-            (self.root / _OWNER).write_text(f"{socket.gethostname()} {os.getpid()}\n")
-            (self.root / _TARGET).write_text(f"{self.target.name}\n")
-            self.dir = self.root / _NEW
-            self.dir.mkdir()
-        except OSError as exc:
-            self.__exit__(type(exc), exc, None)
-            raise ExportConfigError(
-                f"--output {self.out}: cannot write beside it in {self.target.parent} (the export is assembled there and swapped in "
-                f"whole; {exc.strerror or exc})"
-            ) from exc
-        return self
-
-    def commit(self, names: List[str], manifest: dict) -> Path:
-        assert self.root is not None
-        _carry_over(self.target, self.dir, _superseded(self.target, manifest))
-        write_manifest(self.dir, manifest)
-        problems = verify_artifacts(self.dir, read_manifest(self.dir))
-        if problems:
-            raise ManifestError(f"{self.out}: the new export does not verify: {'; '.join(problems)}")
-        for name in names:  # on disk before the folder is swapped in: a power cut must not find it with empty files
-            _fsync(self.dir / name)
-        _fsync_dir(self.dir)
-        shutil.copymode(str(self.target), str(self.dir))
-        cwd = _working_inside(self.target)
-        _swap(self.dir, self.target, self.root)
-        _fsync_dir(self.target.parent)
-        if cwd is not None:  # this process keeps working in the new folder, not in the swapped-out old one
-            os.chdir(cwd if os.path.isdir(cwd) else str(self.target))
-        return self.out / MANIFEST_NAME
-
-    def _cleanup_dirs(self) -> None:
-        for d in self.created:  # deepest first: only folders this export created, and only if still empty
-            try:
-                d.rmdir()
-            except OSError:
-                break
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self.root is not None:
-            _discard(self.root)
-            self.root = None
-        if exc_type is not None:
-            self._cleanup_dirs()
 
 
 # ----------------------------------------------------------------------------------------------- step bodies
@@ -514,7 +219,7 @@ def _result(out: Path, manifest: Path, artifacts: dict, steps: StepLog, scorer, 
     )
 
 
-def _finish(steps: StepLog, stage: _Staging, names: List[str], manifest: dict) -> Path:
+def _finish(steps: StepLog, stage: Staging, names: List[str], manifest: dict) -> Path:
     manifest["steps"] = [r.to_dict() for r in steps.records]
     n = len(manifest["artifacts"])
     return steps.run(
@@ -547,7 +252,7 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
         _warn_calibration(calib, cfg.calib_images, heldout)
     chunk, pad = batch_plan(None if cfg.dynamic else cfg.batch, cfg.dynamic_batch[2] if cfg.dynamic_batch else None)
     steps = StepLog()
-    with _Staging(out) as stage:
+    with Staging(out) as stage:
         s = stage.dir
         train_form, model, weights, params = steps.run(
             "model",
@@ -726,7 +431,7 @@ def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
     calib = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if "int8" in make else None
     chunk, pad = batch_plan(None if dynamic else dims[0], dyn[2] if dyn else None)
     in_place = out.resolve() == src.parent.resolve() and src.name == FILE_NAMES["fp32"]
-    with _Staging(out) as stage:
+    with Staging(out) as stage:
         s = stage.dir
         names: List[str] = []
         paths: Dict[str, Path] = {"fp32": src}  # where each variant is right now
@@ -876,7 +581,7 @@ def _preprocess_for(cfg: ExportConfig, old: Optional[dict], size: Tuple[int, int
 
 def export(cfg: ExportConfig) -> ExportResult:
     """Run the export ``cfg`` describes; see the module docstring for the steps."""
-    _recover_output(cfg)
+    recover_output(cfg.output or (str(Path(cfg.from_onnx).parent) if cfg.from_onnx else None))
     validate(cfg)
     if cfg.from_onnx is not None:
         return _export_onnx_file(cfg)

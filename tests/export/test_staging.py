@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from lightseg_edge.export.pipeline import STAGING_PREFIX, _Staging
+from lightseg_edge.export.staging import STAGING_PREFIX, Staging as _Staging
 
 
 def _dead_pid() -> int:

@@ -22,7 +22,7 @@ from reliability_helpers import assert_one_line_error, run_main, snapshot
 
 from lightseg_edge.cli.export import main
 from lightseg_edge.export.manifest import read_manifest, verify_artifacts
-from lightseg_edge.export.pipeline import STAGING_PREFIX
+from lightseg_edge.export.staging import STAGING_PREFIX
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "isic_sample"
 USER_FILES = {"notes.txt": b"my notes\n", "extra/readme.txt": b"kept beside the export\n"}
@@ -33,10 +33,10 @@ USER_FILES = {"notes.txt": b"my notes\n", "extra/readme.txt": b"kept beside the 
 _WRAPPER = r"""
 import os, shutil, signal, sys
 from lightseg_edge.cli.export import main
-from lightseg_edge.export import pipeline, steps
+from lightseg_edge.export import staging, steps
 
 kill_at, step = int(os.environ.get("LIGHTSEG_KILL_AT", "0")), os.environ.get("LIGHTSEG_KILL_STEP")
-ours = ("lightseg_edge.export.pipeline", "lightseg_edge.export.manifest")
+ours = ("lightseg_edge.export.staging", "lightseg_edge.export.manifest")
 state = {"on": False, "n": 0}
 
 def counted(fn):
@@ -51,13 +51,13 @@ def counted(fn):
 for mod, names in ((os, ("replace", "rename", "link", "symlink", "unlink", "mkdir", "rmdir")), (shutil, ("copytree", "copy2", "rmtree", "copymode"))):
     for name in names:
         setattr(mod, name, counted(getattr(mod, name)))
-exchange = (lambda a, b: False) if os.environ.get("LIGHTSEG_NO_EXCHANGE") else pipeline._exchange
-pipeline._exchange = counted(exchange)
-commit = pipeline._Staging.commit
+exchange = (lambda a, b: False) if os.environ.get("LIGHTSEG_NO_EXCHANGE") else staging._exchange
+staging._exchange = counted(exchange)
+commit = staging.Staging.commit
 def start_commit(self, *a):
     state["on"] = True
     return commit(self, *a)
-pipeline._Staging.commit = start_commit
+staging.Staging.commit = start_commit
 run = steps.StepLog.run
 def kill_after(self, name, fn, *a, **k):
     def body():
