@@ -13,7 +13,7 @@ import errno
 import os
 import uuid
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 from .errors import OutputError
 
@@ -68,34 +68,47 @@ def make_dir(path: PathLike, flag: Optional[str] = None) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def replaced(path: PathLike, durable: bool = False) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block succeeds and removed
+    whatever happens, so readers see the old file or the whole new one. For libraries that write files themselves
+    (``onnx.save``, ``torch.onnx.export``); ``durable`` fsyncs the file before the rename (a crash must not leave a
+    renamed but empty file)."""
+    path = Path(path)
+    # A unique name: concurrent writers of one target must not share a temporary.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        if durable:
+            fd = os.open(str(tmp), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(str(tmp), str(path))
+    finally:
+        _remove_quietly(tmp)
+
+
 def write_bytes_atomic(path: PathLike, data: Union[bytes, memoryview], durable: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename; ``durable`` also fsyncs before the rename
-    (checkpoints: a crash must not leave a renamed but empty file).
+    """Write ``data`` to ``path`` atomically (``replaced``); any OSError becomes one OutputError line.
 
     Callers serialise into memory first (``io.BytesIO``): a library writing into the file itself may turn the disk's
     OSError into its own exception type (torch.save raises RuntimeError), which no caller could tell from a bug.
     """
     path = Path(path)
-    # A unique name: concurrent writers of one target must not share a temporary; os.open (not mkstemp) so the
-    # file gets the usual umask permissions instead of 0600.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fd = os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(str(tmp), str(path))
+        with replaced(path, durable) as tmp:
+            # os.open, not mkstemp: the file gets the usual umask permissions instead of 0600
+            with os.fdopen(os.open(str(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+                f.write(data)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({describe_os_error(exc)})") from exc
-    finally:
-        _remove_quietly(tmp)
     return path
 
 
-def write_text_atomic(path: PathLike, text: str) -> Path:
-    return write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: PathLike, text: str, durable: bool = False) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), durable)
 
 
 def _remove_quietly(tmp: Path) -> None:

@@ -8,7 +8,6 @@ the interpreter (a segfault in a native library) costs one row, not the run.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 
@@ -17,16 +16,14 @@ def main(argv=None) -> int:
     if len(args) != 2:
         print("usage: python -m lightseg_edge.bench.worker JOB.json OUT.json", file=sys.stderr)
         return 2
+    from .._atomic import write_text_atomic
     from .jobs import Job, run_job
 
     with open(args[0], encoding="utf-8") as f:
         spec = json.load(f)
     job = Job.from_dict(spec["job"])
     rows = run_job(job, spec.get("environment"))
-    tmp = args[1] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump([r.to_dict() for r in rows], f)
-    os.replace(tmp, args[1])
+    write_text_atomic(args[1], json.dumps([r.to_dict() for r in rows]))
     return 0
 
 

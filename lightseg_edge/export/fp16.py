@@ -20,13 +20,13 @@ ONNX Runtime's own default block list (ops without FP16 kernels) is kept as well
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._atomic import replaced
 from .._optional import require
 from .onnx_export import check_onnx
 
@@ -293,14 +293,9 @@ def convert_fp16(src: Path, dst: Path, check_inputs: Optional[np.ndarray]) -> Fp
     )
     drop_fp16_round_trips(fp16.graph)
     topological_sort(fp16.graph)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
+    with replaced(dst) as tmp:
         onnx.save(fp16, str(tmp))
         check_onnx(tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     casts = sum(1 for n in fp16.graph.node if n.op_type == "Cast")
     n_images = 0 if check_inputs is None else len(check_inputs)
     return Fp16Result(dst, n_images, FP16_LIMIT, checked, peak, tuple(kept), casts)

@@ -24,7 +24,6 @@ scalars per tensor and image anyway.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from .._atomic import replaced
 from .._optional import require
 from ..data.io import read_image
 from ..data.transforms import preprocess
@@ -183,39 +183,33 @@ def quantize_int8(
     reader = _reader(images, cfg, input_name, batch, progress)
     if reader.used == 0:
         raise ExportError("int8", f"no complete calibration batch: {len(images)} images for a static batch of {batch}")
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with tempfile.TemporaryDirectory(prefix="lightseg-int8-") as work:
+    with tempfile.TemporaryDirectory(prefix="lightseg-int8-") as work, replaced(dst) as tmp:
         pre = Path(work) / "pre.onnx"
         pre_label = _pre_process(src, pre)
         excluded = image_layers(onnx.load(str(pre), load_external_data=False))
-        try:
-            quant.quantize_static(
-                str(pre),
-                str(tmp),
-                reader,
-                quant_format=quant.QuantFormat.QDQ,
-                op_types_to_quantize=list(QUANTIZED_OPS),
-                per_channel=True,
-                reduce_range=False,
-                activation_type=quant.QuantType.QInt8,
-                weight_type=quant.QuantType.QInt8,
-                calibrate_method=methods[method],
-                nodes_to_exclude=excluded,
-                extra_options=dict(EXTRA_OPTIONS),
-            )
-            model = onnx.load(str(tmp))
-            _strip_unused_domains(model)
-            problems, nq, per_channel = check_qdq_for_tensorrt(model)
-            if problems:
-                raise ExportError("int8", "the Q/DQ graph is not TensorRT-parseable: " + "; ".join(problems[:5]))
-            if nq == 0:
-                raise ExportError("int8", "quantization inserted no QuantizeLinear node (no Conv/Gemm/MatMul found?)")
-            onnx.save(model, str(tmp))
-            check_onnx(tmp)
-            os.replace(tmp, dst)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        quant.quantize_static(
+            str(pre),
+            str(tmp),
+            reader,
+            quant_format=quant.QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            per_channel=True,
+            reduce_range=False,
+            activation_type=quant.QuantType.QInt8,
+            weight_type=quant.QuantType.QInt8,
+            calibrate_method=methods[method],
+            nodes_to_exclude=excluded,
+            extra_options=dict(EXTRA_OPTIONS),
+        )
+        model = onnx.load(str(tmp))
+        _strip_unused_domains(model)
+        problems, nq, per_channel = check_qdq_for_tensorrt(model)
+        if problems:
+            raise ExportError("int8", "the Q/DQ graph is not TensorRT-parseable: " + "; ".join(problems[:5]))
+        if nq == 0:
+            raise ExportError("int8", "quantization inserted no QuantizeLinear node (no Conv/Gemm/MatMul found?)")
+        onnx.save(model, str(tmp))
+        check_onnx(tmp)
     calibration = {
         **images.provenance(),
         "images": reader.used,

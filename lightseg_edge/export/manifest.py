@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Dict, List, Set, Union
 
-from ..errors import ManifestError
+from .._atomic import write_text_atomic
+from ..errors import ManifestError, OutputError
 from ..types import NORMALIZE_MODES
 from .._hashing import brief_repr, check_sha256, file_problem, is_regular_file, member_path, sha256_file, shown  # noqa: F401  (sha256_file re-exported)
 
@@ -236,27 +236,11 @@ def write_manifest(folder: PathLike, manifest: Dict) -> Path:
     path = _manifest_path(folder)
     data = json.loads(json.dumps(manifest))  # round trip: only JSON types reach the file
     check_manifest(data, path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ManifestError(f"{path}: cannot write the manifest ({exc.strerror or exc})") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        write_text_atomic(path, json.dumps(data, indent=2) + "\n", durable=True)
+    except OutputError as exc:
+        raise ManifestError(f"{path}: cannot write the manifest ({exc.__cause__ or exc})") from exc
     return path
-
-
-def remove_manifest(folder: PathLike) -> None:
-    """Withdraw a folder's manifest before its artifacts are replaced, so a crash cannot leave a stale one."""
-    path = _manifest_path(folder)
-    if path.exists():
-        os.unlink(path)
 
 
 def listed_files(manifest: object) -> Set[str]:

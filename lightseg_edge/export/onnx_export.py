@@ -7,11 +7,11 @@ and after simplification its graphs ran 0-1.5 ms faster under ONNX Runtime than 
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from .._atomic import replaced
 from .._optional import require
 from ..errors import ExportError
 from ..types import InputSpec
@@ -49,8 +49,7 @@ def export_onnx(model, path: Path, spec: InputSpec, opset: int = 17, example_bat
     h, w = spec.hw
     x = torch.zeros(n, 3, h, w, dtype=torch.float32)
     dynamic_axes: Optional[Dict[str, Dict[int, str]]] = {spec.name: {0: "batch"}, spec.output_name: {0: "batch"}} if dynamic else None
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replaced(path) as tmp:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -65,10 +64,6 @@ def export_onnx(model, path: Path, spec: InputSpec, opset: int = 17, example_bat
                 dynamo=False,
             )
         check_onnx(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -9,11 +9,11 @@ onnxsim is missing or fails. The parity step afterwards compares the simplified 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Tuple
 
+from .._atomic import replaced
 from .._optional import is_available, require
 from ..errors import ExportError
 from .onnx_export import check_onnx, graph_io
@@ -41,8 +41,7 @@ def simplify_onnx(src: Path, dst: Path, simplifier: str = "onnxsim") -> Tuple[Pa
     """Simplify ``src`` into ``dst`` (atomically); returns (dst, the tool actually used: onnxsim|onnxslim|none)."""
     onnx = require("onnx", purpose="simplifying the ONNX graph")
     src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    try:
+    with replaced(dst) as tmp:
         if simplifier == "none":
             shutil.copyfile(src, tmp)
             used = "none"
@@ -66,8 +65,4 @@ def simplify_onnx(src: Path, dst: Path, simplifier: str = "onnxsim") -> Tuple[Pa
         check_onnx(tmp)
         if graph_io(tmp)[::2] != graph_io(src)[::2]:
             raise ExportError("simplify", f"{used} renamed the graph input/output ({graph_io(src)[::2]} -> {graph_io(tmp)[::2]})")
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dst, used

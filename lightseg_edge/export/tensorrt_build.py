@@ -21,11 +21,11 @@ specific to the TensorRT version and the GPU (compute capability), which ``Engin
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from .._atomic import write_bytes_atomic
 from .._optional import is_available, require
 from ..errors import EngineError
 from .config import DEFAULT_WORKSPACE_MB
@@ -128,17 +128,6 @@ def _load_timing_cache(config, path: Optional[Path]):
         config.set_timing_cache(cache, False)
 
 
-def _write_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def build_engine(
@@ -185,9 +174,9 @@ def build_engine(
     engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
     if engine is None or engine.num_io_tensors != 2:
         raise EngineError(f"{engine_path.name}: the engine just built does not load back with one input and one output")
-    _write_atomic(engine_path, serialized)
+    write_bytes_atomic(engine_path, memoryview(serialized), durable=True)
     if timing_cache is not None:
-        _write_atomic(timing_cache, config.get_timing_cache().serialize())
+        write_bytes_atomic(timing_cache, memoryview(config.get_timing_cache().serialize()), durable=True)
     return EngineInfo(
         path=engine_path,
         precision=precision,

@@ -36,7 +36,7 @@ from lightseg_edge.cli.export import main
 from lightseg_edge.export import staging, steps
 
 kill_at, step = int(os.environ.get("LIGHTSEG_KILL_AT", "0")), os.environ.get("LIGHTSEG_KILL_STEP")
-ours = ("lightseg_edge.export.staging", "lightseg_edge.export.manifest")
+ours = ("lightseg_edge.export.staging", "lightseg_edge.export.manifest", "lightseg_edge._atomic")
 state = {"on": False, "n": 0}
 
 def counted(fn):
