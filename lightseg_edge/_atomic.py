@@ -68,6 +68,15 @@ def make_dir(path: PathLike, flag: Optional[str] = None) -> Path:
     return path
 
 
+def fsync_path(path: PathLike) -> None:
+    """Flush a file (or, where the OS allows, a folder) to disk."""
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def replaced(path: PathLike, durable: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed over ``path`` when the block succeeds and removed
@@ -80,11 +89,7 @@ def replaced(path: PathLike, durable: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         if durable:
-            fd = os.open(str(tmp), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_path(tmp)
         os.replace(str(tmp), str(path))
     finally:
         _remove_quietly(tmp)

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional, Set
 
+from .._atomic import fsync_path
 from ..errors import ExportConfigError, ManifestError
 from .manifest import MANIFEST_NAME, listed_files, read_manifest, verify_artifacts, write_manifest
 
@@ -181,17 +182,9 @@ def _carry_over(old: Path, new: Path, drop: Set[str]) -> None:
             _link_or_copy(entry.path, str(new / name))
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_dir(path: Path) -> None:
     try:
-        _fsync(path)
+        fsync_path(path)
     except OSError:  # not every OS opens or syncs folders; the files themselves are synced
         pass
 
@@ -255,7 +248,7 @@ class Staging:
         if problems:
             raise ManifestError(f"{self.out}: the new export does not verify: {'; '.join(problems)}")
         for name in names:  # on disk before the folder is swapped in: a power cut must not find it with empty files
-            _fsync(self.dir / name)
+            fsync_path(self.dir / name)
         _fsync_dir(self.dir)
         shutil.copymode(str(self.target), str(self.dir))
         cwd = _working_inside(self.target)
