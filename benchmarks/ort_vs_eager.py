@@ -90,9 +90,10 @@ def _median_p50(passes: List[Dict[str, Any]]) -> Optional[float]:
     return statistics.median(vals) if len(vals) == len(passes) and vals else None
 
 
-def _markdown(result: Dict[str, Any]) -> str:
-    lines = ["# ONNX Runtime vs PyTorch eager (CPU)", "", f"Created {result['created']}; {result['settings_text']}.", "",
-             "| model | variant | p50 per pass (ms) | p50 (median of passes) | load avg 1 min | other processes' CPU share |", "|---|---|---|---|---|---|"]
+def markdown_tables(result: Dict[str, Any]) -> str:
+    """The per-variant table and the checks table (also what the README shows)."""
+    lines = ["| model | variant | p50 per pass (ms) | p50 (median of passes) | load avg 1 min | other processes' CPU share |",
+             "|---|---|---|---|---|---|"]
     for model, m in result["models"].items():
         for name, v in m["variants"].items():
             per = " / ".join("-" if p.get("p50_ms") is None else f"{p['p50_ms']:.2f}" for p in v["passes"])
@@ -103,8 +104,13 @@ def _markdown(result: Dict[str, Any]) -> str:
     for c in result["checks"]:
         ratio = "-" if c["ratio"] is None else f"{c['ratio']:.3f}"
         lines.append(f"| {c['name']} | {ratio} | {c['target'] if c['target'] is not None else 'none (reported)'} | {c['verdict']} |")
-    lines += ["", "Parity of the exported weights (ONNX Runtime vs PyTorch, max |logit difference| on real images): "
-              + ", ".join(f"{k}: {v}" for k, v in result["parity"].items()), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(result: Dict[str, Any]) -> str:
+    lines = ["# ONNX Runtime vs PyTorch eager (CPU)", "", f"Created {result['created']}; {result['settings_text']}.", "",
+             markdown_tables(result), "Parity of the exported weights (ONNX Runtime vs PyTorch, max |logit difference| on real images): "
+             + ", ".join(f"{k}: {v}" for k, v in result["parity"].items()), ""]
     if result.get("notes"):
         lines += [f"- {n}" for n in result["notes"]] + [""]
     return "\n".join(lines)

@@ -14,6 +14,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 STATUSES = ("ok", "skipped", "failed")
+# A latency row is flagged as noise, not reported as a result, past either bound. Other processes taking a tenth of
+# the CPU already moved UCM-Net's p50 here from 4.0 to 12.8 ms; a p90 past 1.5x the p50 means the timed calls
+# disagree too much for a median to describe them.
+NOISY_OTHER_CPU = 0.10
+NOISY_SPREAD = 1.5
 SCHEMA = "lightseg-bench/1"
 
 
@@ -181,6 +186,19 @@ class BenchResult:
     def label(self) -> str:
         return f"{self.model} {self.runtime} {self.precision} b{self.batch}"
 
+    @property
+    def noise(self) -> Optional[str]:
+        """Why this row's latency is not a quiet-machine figure (None when it is, or when nothing was timed)."""
+        if not self.ok or self.latency is None:
+            return None
+        why = []
+        others = self.machine.get("other_cpu_share")
+        if others is not None and others > NOISY_OTHER_CPU:
+            why.append(f"other processes used {others:.0%} of the CPU")
+        if self.latency.p50 > 0 and self.latency.p90 / self.latency.p50 > NOISY_SPREAD:
+            why.append(f"p90 is {self.latency.p90 / self.latency.p50:.1f}x p50")
+        return "unreliable latency: " + " and ".join(why) + "; re-measure on a quiet machine" if why else None
+
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)
         for key in ("img_size", "e2e_image_hw"):
@@ -236,6 +254,15 @@ class BenchReport:
             "results": [r.to_dict() for r in self.results],
             "claims": [c.to_dict() for c in self.claims],
         }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "BenchReport":
+        """A report read back from ``lightseg-bench --json`` (for regenerating tables without re-measuring)."""
+        return cls(
+            results=tuple(results_from_dicts(d.get("results", []))), claims=tuple(ClaimCheck(**c) for c in d.get("claims", [])),
+            environment=d.get("environment") or {}, settings=d.get("settings") or {}, notes=tuple(d.get("notes", ())),
+            created=d.get("created"), schema=d.get("schema", SCHEMA),
+        )
 
     @property
     def counts(self) -> Dict[str, int]:

@@ -110,20 +110,27 @@ def _result_cells(r: BenchResult, note_ref: str = "") -> List[str]:
     ]
 
 
+def _row_notes(r: BenchResult) -> List[str]:
+    """What a reader must know about a row: why it did not run, why it has no accuracy, why its latency is noise."""
+    if not r.ok:
+        return [r.reason or ""]
+    return [t for t in (r.noise, None if r.accuracy is not None else r.accuracy_note) if t]
+
+
+def _note_ref(r: BenchResult, notes: Dict[str, int]) -> str:
+    """'[1][3]': footnote numbers for ``r``'s notes, numbering new texts as they come."""
+    refs = []
+    for text in _row_notes(r):
+        notes.setdefault(text, len(notes) + 1)
+        refs.append(f"[{notes[text]}]")
+    return "".join(refs)
+
+
 # ---------------------------------------------------------------------------------------------------------- console
 def format_results(results: Sequence[BenchResult]) -> str:
     """The Table-4-style results table; reasons of skipped/failed rows and accuracy notes as numbered footnotes."""
     notes: Dict[str, int] = {}
-    rows = []
-    for r in results:
-        text = r.reason if not r.ok else None
-        if r.ok and r.accuracy is None and r.accuracy_note:
-            text = r.accuracy_note
-        ref = ""
-        if text:
-            notes.setdefault(text, len(notes) + 1)
-            ref = f"[{notes[text]}]"
-        rows.append(_result_cells(r, ref))
+    rows = [_result_cells(r, _note_ref(r, notes)) for r in results]
     right = [False] * 5 + [True] * (len(RESULT_COLUMNS) - 5)
     right[3] = True
     out = _table(RESULT_COLUMNS, rows, right)
@@ -176,6 +183,10 @@ def format_header(report: BenchReport) -> str:
     if loads:
         lines.append(f"machine load during the run: 1-min load average {min(x[0] for x in loads):.2f}-{max(x[0] for x in loads):.2f} "
                      f"on {cpu.get('usable_cores')} cores; other processes used {min(others or [0]):.0%}-{max(others or [0]):.0%} of the CPU")
+    noisy = [r for r in report.results if r.noise]
+    if noisy:
+        lines.append(f"{len(noisy)} of {sum(1 for r in report.results if r.latency)} timed rows are unreliable (load or spread, see the notes): "
+                     f"do not quote their latencies")
     return "\n".join(lines)
 
 
@@ -263,28 +274,27 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def format_results_markdown(results: Sequence[BenchResult]) -> str:
+    """The results table in Markdown, with numbered notes (reasons, missing accuracy, unreliable latency) below it."""
+    notes: Dict[str, int] = {}
+    out = _md_table(RESULT_COLUMNS, [_result_cells(r, _note_ref(r, notes)) for r in results])
+    return out + ("\n\n" + "\n".join(f"{i}. {t}" for t, i in notes.items()) if notes else "")
+
+
+def format_claims_markdown(claims: Sequence[ClaimCheck], why: bool = True) -> str:
+    header = ("model", "claim", "paper", "released", "ours", "verdict") + (("why",) if why else ())
+    return _md_table(header, [[c.model, c.claim, _claim_value(c, c.paper, True), _claim_value(c, c.released, True),
+                               _claim_value(c, c.measured), c.verdict] + ([c.why] if why else []) for c in claims])
+
+
 def format_markdown(report: BenchReport) -> str:
     parts = ["# lightseg-bench results", "", f"Created {report.created}.", "", "```", format_header(report), "```", "", "## Results", ""]
-    notes: Dict[str, int] = {}
-    rows = []
-    for r in report.results:
-        text = r.reason if not r.ok else (r.accuracy_note if r.accuracy is None else None)
-        ref = ""
-        if text:
-            notes.setdefault(text, len(notes) + 1)
-            ref = f" [{notes[text]}]"
-        rows.append(_result_cells(r, ref.strip()))
-    parts.append(_md_table(RESULT_COLUMNS, rows))
-    if notes:
-        parts += [""] + [f"{i}. {t}" for t, i in notes.items()]
+    parts.append(format_results_markdown(report.results))
     parts += ["", "Latency: compute only = `infer()` on a preprocessed batch; e2e = `predict` on uint8 images with pre/post-processing. "
               "Memory: RSS added by loading (load MB) and peak RSS added during inference (peak MB), sampled in a separate loop. "
               "GMACs: torch FlopCounterMode on the deployed forward."]
     if report.claims:
-        parts += ["", "## Paper claims vs measured", ""]
-        parts.append(_md_table(("model", "claim", "paper", "released", "ours", "verdict", "why"),
-                               [[c.model, c.claim, _claim_value(c, c.paper, True), _claim_value(c, c.released, True), _claim_value(c, c.measured), c.verdict, c.why]
-                                for c in report.claims]))
+        parts += ["", "## Paper claims vs measured", "", format_claims_markdown(report.claims)]
     if report.notes:
         parts += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(parts) + "\n"

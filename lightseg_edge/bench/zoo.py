@@ -11,7 +11,7 @@ import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..cli._common import run_cli
 from ..errors import DataError
@@ -90,31 +90,36 @@ def _run(argv: List[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m lightseg_edge.bench.zoo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--latency", type=Path, help="a lightseg-bench --json report with ONNX Runtime fp32 batch-1 rows")
     p.add_argument("--markdown", type=Path, help="also write the table here")
-    p.add_argument("--readme", type=Path, help=f"replace the block between {BEGIN} and {END} in this file with the table")
+    p.add_argument("--readme", type=Path, help="replace the block between the zoo-table markers in this file with the table")
     args = p.parse_args(argv)
     if args.readme:
-        replace_block(args.readme.read_text(), "")  # no markers: an error now, before the MACs are counted
+        replace_block(args.readme.read_text(), "", ZOO_BLOCK)  # no markers: an error now, before the MACs are counted
     text = zoo_markdown(zoo_rows(args.latency), args.latency)
     from .report import atomic_write
 
     if args.markdown:
         atomic_write(args.markdown, text.encode())
     if args.readme:
-        atomic_write(args.readme, replace_block(args.readme.read_text(), text).encode())
+        atomic_write(args.readme, replace_block(args.readme.read_text(), text, ZOO_BLOCK).encode())
     print(text, end="")
     return 0
 
 
-BEGIN, END = "<!-- zoo-table:begin -->", "<!-- zoo-table:end -->"
+ZOO_BLOCK = "zoo-table"
 
 
-def replace_block(document: str, table: str) -> str:
-    """``document`` with the text between the zoo-table markers replaced by ``table``."""
-    head, sep, rest = document.partition(BEGIN)
-    _, sep2, tail = rest.partition(END)
+def markers(name: str) -> Tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def replace_block(document: str, table: str, name: str) -> str:
+    """``document`` with the text between the ``name`` markers (``<!-- name:begin/end -->``) replaced by ``table``."""
+    begin, end = markers(name)
+    head, sep, rest = document.partition(begin)
+    _, sep2, tail = rest.partition(end)
     if not sep or not sep2:
-        raise DataError(f"--readme: expected the markers {BEGIN} and {END} in the file")
-    return f"{head}{BEGIN}\n{table}{END}{tail}"
+        raise DataError(f"--readme: expected the markers {begin} and {end} in the file")
+    return f"{head}{begin}\n{table}{end}{tail}"
 
 
 def main(argv: Optional[List[str]] = None) -> int:

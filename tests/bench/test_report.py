@@ -8,7 +8,9 @@ import json
 import pytest
 
 from lightseg_edge.bench.records import BenchReport, BenchResult, ClaimCheck, LatencyStats, MemoryStats
-from lightseg_edge.bench.report import claims_csv_path, format_claims, format_report, format_results, plot_points, write_outputs
+from lightseg_edge.bench.report import (
+    claims_csv_path, format_claims, format_markdown, format_report, format_results, format_results_markdown, plot_points, write_outputs,
+)
 from lightseg_edge.errors import InvalidInputError
 
 
@@ -36,6 +38,29 @@ def test_console_tables_show_values_and_reasons():
     claims = format_claims(rep.claims)
     assert "1.19" in claims and "1.1762" in claims and "onnxruntime fp32 +20.2" in claims and "formula, not a measurement" in claims
     assert "a note" in format_report(rep)
+
+
+@pytest.mark.parametrize("other_cpu, calls_ms, flagged", [
+    (0.02, [7.5, 7.6, 7.7, 7.9], None),
+    (0.30, [7.5, 7.6, 7.7, 7.9], "other processes used 30% of the CPU"),
+    (0.02, [7.0, 7.1, 7.2, 30.0, 31.0], "p90 is 4.2x p50"),
+])
+def test_rows_measured_under_load_or_with_a_wide_spread_are_flagged(other_cpu, calls_ms, flagged):
+    row = _report().results[0].with_(machine={"other_cpu_share": other_cpu}, latency=LatencyStats.from_ns([int(ms * 1e6) for ms in calls_ms]))
+    assert (row.noise is None) == (flagged is None)
+    rep = BenchReport(results=(row,), environment=_report().environment, settings=_report().settings)
+    text, md = format_report(rep), format_results_markdown(rep.results)
+    if flagged:
+        assert flagged in row.noise and flagged in text and flagged in md and "1 of 1 timed rows are unreliable" in text
+    else:
+        assert "unreliable" not in text and "unreliable" not in md
+
+
+def test_a_report_reads_back_from_its_json(tmp_path):
+    rep = _report()
+    write_outputs(rep, tmp_path / "r.json")
+    back = BenchReport.from_dict(json.loads((tmp_path / "r.json").read_text()))
+    assert back == rep and format_markdown(back) == format_markdown(rep)
 
 
 def test_all_files_are_written_and_parse(tmp_path):

@@ -58,8 +58,9 @@ class _FakeComplexity:
 
 
 def test_readme_block_is_replaced_and_nothing_else(tmp_path):
-    doc = f"intro\n{zoo.BEGIN}\nold table\n{zoo.END}\noutro\n"
-    assert zoo.replace_block(doc, "| new |\n") == f"intro\n{zoo.BEGIN}\n| new |\n{zoo.END}\noutro\n"
+    begin, end = zoo.markers(zoo.ZOO_BLOCK)
+    doc = f"intro\n{begin}\nold table\n{end}\noutro\n"
+    assert zoo.replace_block(doc, "| new |\n", zoo.ZOO_BLOCK) == f"intro\n{begin}\n| new |\n{end}\noutro\n"
     readme = tmp_path / "README.md"
     readme.write_text("no markers here\n")
     assert zoo.main(["--readme", str(readme)]) == 2

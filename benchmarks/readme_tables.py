@@ -1,0 +1,126 @@
+"""Regenerate the README's measured tables from the files in ``benchmarks/results/``: nothing in them is typed by hand.
+
+    python benchmarks/readme_tables.py            # rewrite every block in README.md
+    python benchmarks/readme_tables.py --check    # exit 1 if README.md differs from what the files give (tested)
+
+Each block sits between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md. The files come from the
+project's own commands, run on a quiet machine (pause any training first: ``kill -STOP <pid>``):
+
+- ``zoo-table`` and ``claims-table``: the shipped model cards and ``results/zoo-latency.json`` from
+  ``lightseg-bench --all --runtime onnxruntime --precision fp32 --threads 2 --json benchmarks/results/zoo-latency.json``;
+- ``precision-table``: ``results/export-ucmnet.json``, the manifest written by
+  ``lightseg-export --model ucmnet --fp16 --int8 --calib-data DATA --output OUT`` (copied from ``OUT/manifest.json``);
+- ``bench-table``: ``results/bench-ucmnet.json`` from ``lightseg-bench --export-dir OUT --data DATA --threads 2
+  --json benchmarks/results/bench-ucmnet.json``;
+- ``cpu-targets``: ``results/ort_vs_eager.json`` from ``python benchmarks/ort_vs_eager.py --out benchmarks/results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+
+
+def _json(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text(encoding="utf-8"))
+
+
+def _report(name: str):
+    from lightseg_edge.bench.records import BenchReport
+
+    return BenchReport.from_dict(_json(name))
+
+
+def _header(report) -> str:
+    from lightseg_edge.bench.report import format_header
+
+    return "```\n" + format_header(report) + "\n```\n"
+
+
+def zoo_table() -> str:
+    from lightseg_edge.bench.zoo import zoo_markdown, zoo_rows
+
+    path = RESULTS / "zoo-latency.json"
+    return zoo_markdown(zoo_rows(path), path)
+
+
+def claims_table() -> str:
+    from lightseg_edge.bench.report import format_claims_markdown
+
+    report = _report("zoo-latency.json")
+    return format_claims_markdown(report.claims, why=False) + "\n"
+
+
+def precision_table() -> str:
+    manifest = _json("export-ucmnet.json")
+    acc = manifest["accuracy"]
+    lines = [f"{acc['images']} held-out images ({acc['source'].split(' of ')[0]}), {acc['runtime']}, agreement = mask Dice vs "
+             f"the fp32 masks; INT8 calibrated on {manifest['calibration']['images']} `{manifest['calibration']['split']}` images "
+             f"(list sha256 `{manifest['calibration']['list_sha256'][:12]}`), seed {manifest['calibration'].get('seed', '–')}:", "",
+             "| variant | mDice | Dice* | Δ mDice vs fp32 | agreement with fp32 |", "|---|---:|---:|---:|---:|"]
+    for v in acc["variants"].values():
+        delta = "–" if v["variant"] == "fp32" else f"{v['delta_mdice']:+.4f}"
+        lines.append(f"| {v['variant']} | {v['mdice']:.4f} | {v['dice_star']:.4f} | {delta} | {v['agreement_dice']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def bench_table() -> str:
+    from lightseg_edge.bench.report import format_results_markdown
+
+    report = _report("bench-ucmnet.json")
+    return _header(report) + "\n" + format_results_markdown(report.results) + "\n"
+
+
+def cpu_targets() -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ort_vs_eager import markdown_tables
+
+    return markdown_tables(_json("ort_vs_eager.json"))
+
+
+BLOCKS: Dict[str, Callable[[], str]] = {
+    "zoo-table": zoo_table, "claims-table": claims_table, "precision-table": precision_table,
+    "bench-table": bench_table, "cpu-targets": cpu_targets,
+}
+
+
+def regenerate(document: str, names: List[str]) -> str:
+    from lightseg_edge.bench.zoo import replace_block
+
+    for name in names:
+        document = replace_block(document, BLOCKS[name](), name)
+    return document
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="do not write; exit 1 when README.md is not what the files give")
+    p.add_argument("--blocks", default=",".join(BLOCKS), help=f"comma-separated subset of {','.join(BLOCKS)}")
+    args = p.parse_args(argv)
+    names = [n for n in args.blocks.split(",") if n]
+    unknown = sorted(set(names) - set(BLOCKS))
+    if unknown:
+        p.error(f"--blocks: unknown {', '.join(unknown)}; expected some of {', '.join(BLOCKS)}")
+    current = README.read_text(encoding="utf-8")
+    fresh = regenerate(current, names)
+    if args.check:
+        if fresh != current:
+            print("README.md differs from benchmarks/results/: run python benchmarks/readme_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    from lightseg_edge._atomic import write_text_atomic
+
+    write_text_atomic(README, fresh)
+    print(f"rewrote {', '.join(names)} in {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
