@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -43,7 +44,10 @@ def load_torch_file(path: Union[str, Path], what: str = "weights") -> Any:
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about a pickle protocol before it reads (or fails on) a file; the outcome is what matters
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean "not loadable weights"
         raise CheckpointError(f"{path}: cannot read {what}: {_torch_load_problem(exc)}") from exc
 

@@ -8,6 +8,7 @@ import torch
 
 import lightseg_edge
 from lightseg_edge.errors import InvalidInputError, UnknownModelError
+from lightseg_edge.export.onnx_export import torchscript_export_warnings_handled
 from lightseg_edge.models import create_model, get_model_config, list_models
 from lightseg_edge.models.complexity import count_macs, used_parameters
 
@@ -108,7 +109,8 @@ def test_onnx_export_matches_pytorch(name, tmp_path):
     model = create_model(name).deploy()
     x = torch.rand(1, 3, 256, 256)
     path = tmp_path / f"{name}.onnx"
-    torch.onnx.export(model, (x,), str(path), opset_version=17, input_names=["input"], output_names=["logits"], dynamo=False)
+    with torchscript_export_warnings_handled():
+        torch.onnx.export(model, (x,), str(path), opset_version=17, input_names=["input"], output_names=["logits"], dynamo=False)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x.numpy()})[0]
     with torch.no_grad():

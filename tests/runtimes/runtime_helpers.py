@@ -67,11 +67,14 @@ def export_onnx(model, path: Path, batch: Optional[int] = None) -> Path:
     """fp32 ONNX, dynamic batch unless ``batch`` is given (what lightseg-export produces)."""
     import torch
 
+    from lightseg_edge.export.onnx_export import torchscript_export_warnings_handled
+
     h, w = model.cfg.preprocess.size
     n = batch or 1
     dyn = None if batch else {"input": {0: "batch"}, "logits": {0: "batch"}}
-    torch.onnx.export(model, torch.zeros(n, 3, h, w), str(path), input_names=["input"], output_names=["logits"],
-                      dynamic_axes=dyn, opset_version=17, dynamo=False)
+    with torchscript_export_warnings_handled():
+        torch.onnx.export(model, torch.zeros(n, 3, h, w), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_axes=dyn, opset_version=17, dynamo=False)
     return path
 
 
