@@ -35,11 +35,13 @@ def _py_minor(version: str) -> Tuple[int, int]:
 
 
 def install_hints(env: Dict[str, Any]) -> List[Dict[str, str]]:
-    """One entry per missing or broken piece: ``{"component", "problem", "fix"}``. Empty when nothing is missing."""
-    hints: List[Dict[str, str]] = []
+    """One entry per missing or broken piece: ``{"component", "problem", "fix", "useful_here"}``; ``useful_here`` is
+    False for GPU-only pieces on a machine without an NVIDIA GPU (install those on the target). Empty when nothing is
+    missing."""
+    hints: List[Dict[str, Any]] = []
 
-    def add(component: str, problem: str, fix: str) -> None:
-        hints.append({"component": component, "problem": problem, "fix": fix})
+    def add(component: str, problem: str, fix: str, useful_here: bool = True) -> None:
+        hints.append({"component": component, "problem": problem, "fix": fix, "useful_here": useful_here})
 
     jetson = env["jetson"]
     on_jetson = bool(jetson["detected"])
@@ -124,8 +126,7 @@ def install_hints(env: Dict[str, Any]) -> List[Dict[str, str]]:
                 fix += "; this venv hides the system packages: recreate it with python3 -m venv --system-site-packages"
             add("tensorrt", "not importable (needed to build and run engines)", fix)
         else:
-            where = "" if gpu else "; it needs an NVIDIA GPU, and there is none here: build engines on the target machine"
-            add("tensorrt", "not installed (needed to build and run engines)", _pip(_extra("tensorrt")) + where)
+            add("tensorrt", "not installed (needed to build and run engines)", _pip(_extra("tensorrt")), useful_here=gpu)
     elif trt["status"] == "broken":
         fix = (
             f"use the TensorRT from {jp}" if on_jetson else "reinstall TensorRT for your CUDA major version (tensorrt-cu12 / tensorrt-cu13)"
@@ -146,10 +147,11 @@ def install_hints(env: Dict[str, Any]) -> List[Dict[str, str]]:
             fix = f"pip install 'cuda-python=={expected.get('cuda', 'X.Y').split('.')[0]}.*' (match {jp}'s CUDA major version)"
         else:
             fix = f"{_pip(_extra('cuda'))} (pin cuda-python to the driver's CUDA major version)"
-        add("cuda-python", "not installed (device buffers for the TensorRT runtime when torch has no CUDA)", fix)
+        add("cuda-python", "not installed (device buffers for the TensorRT runtime when torch has no CUDA)", fix, useful_here=gpu or on_jetson)
     if env["pycuda"]["status"] != "ok":
         # No extra carries pycuda: it has no binary wheels and compiles against the CUDA toolkit.
-        add("pycuda", "not installed (optional buffer backend)", "optional: pip install pycuda (builds from source: needs nvcc and cuda.h)")
+        add("pycuda", "not installed (optional buffer backend)", "optional: pip install pycuda (builds from source: needs nvcc and cuda.h)",
+            useful_here=gpu or on_jetson)
 
     # GPU metrics
     nvml = env["nvml"]
@@ -170,8 +172,7 @@ def install_hints(env: Dict[str, Any]) -> List[Dict[str, str]]:
                 "sudo systemctl restart jtop.service (in a container: mount /run/jtop.sock)",
             )
     elif nvml["status"] != "ok":
-        where = "" if gpu else " (useful only on a machine with an NVIDIA GPU)"
-        add("nvidia-ml-py", "not installed (GPU memory and driver figures in the benchmark)", _pip(_extra("pynvml")) + where)
+        add("nvidia-ml-py", "not installed (GPU memory and driver figures in the benchmark)", _pip(_extra("pynvml")), useful_here=gpu)
     elif nvml.get("distribution") == "pynvml":
         add("nvidia-ml-py", "the deprecated 'pynvml' package provides NVML here", "pip uninstall -y pynvml && pip install nvidia-ml-py")
     return hints
@@ -317,13 +318,17 @@ def render(env: Dict[str, Any], hints: List[Dict[str, str]]) -> str:
     lines += ["", "What this machine can do:"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in capabilities(env)]
     lines += [""]
-    if hints:
-        lines.append("To install / fix:")
-        for h in hints:
-            lines.append(f"  - {h['component']}: {h['problem']}")
-            lines.append(f"      {h['fix']}")
+    here = [h for h in hints if h["useful_here"]]
+    elsewhere = [h for h in hints if not h["useful_here"]]
+    if here:
+        lines.append("To install / fix (useful on this machine):")
+        for h in here:
+            lines += [f"  - {h['component']}: {h['problem']}", f"      {h['fix']}"]
     else:
-        lines.append("Nothing missing.")
+        lines.append("Nothing missing for what this machine can do.")
+    if elsewhere:
+        lines += ["", "For a GPU target, not useful here (no NVIDIA GPU): install on the machine that builds and runs engines:"]
+        lines += [f"  - {h['component']}: {h['fix']}" for h in elsewhere]
     return "\n".join(lines)
 
 

@@ -107,7 +107,7 @@ def test_json_matches_the_installed_packages(capsys):
     report = _run_json(capsys)
     assert report["schema"] == "lightseg-environment/1"
     assert report["deep"] is True
-    assert isinstance(report["hints"], list) and all(set(h) == {"component", "problem", "fix"} for h in report["hints"])
+    assert isinstance(report["hints"], list) and all(set(h) == {"component", "problem", "fix", "useful_here"} for h in report["hints"])
     assert report["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
     assert report["cpu"]["logical_cores"] == os.cpu_count()
 
@@ -168,10 +168,15 @@ def test_missing_packages_get_install_hints(monkeypatch, capsys, bare_root):
     assert _hint(report, "nvidia-ml-py")["fix"].startswith("pip install 'lightseg-edge[gpu]'")
     assert report["capabilities"]["ONNX Runtime inference"] == "no (onnxruntime missing)"
 
+    gpu = report["gpu"]["present"]
+    assert _hint(report, "onnxruntime")["useful_here"] and _hint(report, "tensorrt")["useful_here"] == gpu
+
     assert main(["--fast"]) == 0
     out = capsys.readouterr().out
-    assert "To install / fix:" in out
-    assert f"pip install 'lightseg-edge[{_EXTRAS['onnxruntime'][0]}]'" in out
+    useful, _, elsewhere = out.partition("For a GPU target, not useful here")
+    assert "To install / fix (useful on this machine):" in useful
+    assert f"pip install 'lightseg-edge[{_EXTRAS['onnxruntime'][0]}]'" in useful
+    assert ("lightseg-edge[trt]" in useful) == gpu and ("tensorrt: pip install 'lightseg-edge[trt]'" in elsewhere) == (not gpu)
 
 
 def test_no_hints_for_what_is_installed(monkeypatch, capsys, bare_root):
