@@ -155,16 +155,16 @@ def _real_memory(c: ClaimCheck) -> str:
     return ", ".join(f"{m['runtime']} {m['precision']} +{m['inference_peak_delta_mb']:.1f}" for m in measured)
 
 
-def format_claims(claims: Sequence[ClaimCheck], width: int = 118) -> str:
+def format_claims(claims: Sequence[ClaimCheck], width: int = 118, why: bool = True) -> str:
     header = ("model", "claim", "paper", "released", "ours", "verdict", "real inference RSS (MB)")
     rows = [[c.model, c.claim, _claim_value(c, c.paper, True), _claim_value(c, c.released, True), _claim_value(c, c.measured), c.verdict,
              _real_memory(c)] for c in claims]
     out = _table(header, rows, [False, False, True, True, True, False, False])
-    why = []
-    for c in claims:
-        if c.verdict in ("differs", "not claimed", "not measured") or c.claim == "memory_mb":
-            why.append(textwrap.fill(f"{c.model} {c.claim} ({c.verdict}): {c.why}", width=width, subsequent_indent="    "))
-    return out + ("\n\nwhy:\n" + "\n".join(why) if why else "")
+    reasons = [textwrap.fill(f"{c.model} {c.claim} ({c.verdict}): {c.why}", width=width, subsequent_indent="    ")
+               for c in claims if c.verdict in ("differs", "not claimed", "not measured") or c.claim == "memory_mb"]
+    if not reasons:
+        return out
+    return out + ("\n\nwhy:\n" + "\n".join(reasons) if why else "\n\n(--verbose gives the reason behind each verdict)")
 
 
 def format_header(report: BenchReport) -> str:
@@ -190,10 +190,12 @@ def format_header(report: BenchReport) -> str:
     return "\n".join(lines)
 
 
-def format_report(report: BenchReport) -> str:
+def format_report(report: BenchReport, verbosity: int = 1) -> str:
+    """The console report; ``verbosity`` 0: header and results only, 1: with the claims table, 2: with every claim's
+    reason as well."""
     parts = [format_header(report), "", format_results(report.results)]
-    if report.claims:
-        parts += ["", "paper claims vs measured:", format_claims(report.claims)]
+    if report.claims and verbosity > 0:
+        parts += ["", "paper claims vs measured:", format_claims(report.claims, why=verbosity > 1)]
     if report.notes:
         parts += ["", "notes:"] + [f"- {n}" for n in report.notes]
     return "\n".join(parts)

@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="dataset root: accuracy (mDice/mIoU) per runtime and precision, and real images as inputs")
     p.add_argument("--split", help=f"data split for accuracy (default {DEFAULT_SPLIT}; needs --data)")
     p.add_argument("--max-images", type=positive_int, metavar="N", help="score at most N images of the split (default: all; needs --data)")
+    talk = p.add_mutually_exclusive_group()
+    talk.add_argument("--quiet", action="store_true", help="print only the results table (no progress, no claims)")
+    talk.add_argument("--verbose", action="store_true", help="also print the reason behind every claim's verdict")
     p.add_argument("--json", metavar="PATH", help="write the full report (settings, environment, rows, claims) as JSON")
     p.add_argument("--csv", metavar="PATH", help="write the rows as CSV (the claims go to PATH's .claims.csv sibling)")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
@@ -188,7 +191,8 @@ def _run(argv: List[str]) -> int:
     from ..errors import OutputError
 
     def progress(text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
 
     timing = TimingConfig(warmup=args.warmup, iters=args.iters, min_time=args.min_time)
     runtimes, precisions, split = args.runtime, args.precision, args.split or DEFAULT_SPLIT
@@ -231,7 +235,7 @@ def _run(argv: List[str]) -> int:
     try:
         written = _write(report, args)  # files first: a closed stdout must not lose them
     finally:
-        print(format_report(report))
+        print(format_report(report, verbosity=0 if args.quiet else 2 if args.verbose else 1))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0 if report.counts["ok"] else 1

@@ -40,6 +40,15 @@ def test_console_tables_show_values_and_reasons():
     assert "a note" in format_report(rep)
 
 
+@pytest.mark.parametrize("verbosity, claims, reasons", [(0, False, False), (1, True, False), (2, True, True)])
+def test_console_verbosity_decides_claims_and_their_reasons(verbosity, claims, reasons):
+    text = format_report(_report(), verbosity)
+    assert "7.70" in text  # the results are always there
+    assert ("paper claims vs measured" in text) == claims
+    assert ("a formula, not a measurement" in text) == reasons
+    assert ("--verbose gives the reason" in text) == (claims and not reasons)
+
+
 @pytest.mark.parametrize("other_cpu, calls_ms, flagged", [
     (0.02, [7.5, 7.6, 7.7, 7.9], None),
     (0.30, [7.5, 7.6, 7.7, 7.9], "other processes used 30% of the CPU"),
