@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import time
 import uuid
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, List, Optional, Union
 
 from .errors import OutputError
 
@@ -84,8 +86,9 @@ def replaced(path: PathLike, durable: bool = False) -> Iterator[Path]:
     (``onnx.save``, ``torch.onnx.export``); ``durable`` fsyncs the file before the rename (a crash must not leave a
     renamed but empty file)."""
     path = Path(path)
-    # A unique name: concurrent writers of one target must not share a temporary.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    # A unique name: concurrent writers of one target must not share a temporary. The pid lets a later run tell a
+    # killed writer's leftover from a live one (remove_stale_temporaries).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
         if durable:
@@ -121,3 +124,41 @@ def _remove_quietly(tmp: Path) -> None:
     # error that brought us here.
     with contextlib.suppress(OSError):
         tmp.unlink()
+
+
+_TEMPORARY = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp$")
+_STALE_AFTER_S = 60  # a live writer on another machine (a shared folder) touches its temporary more often than this
+
+
+def remove_stale_temporaries(folder: PathLike) -> List[Path]:
+    """Remove the temporaries of ``replaced`` in ``folder`` that a killed run left (power cut, SIGKILL): those whose
+    process is gone from this machine and that have not changed for a minute. Never raises; returns what it removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(str(folder)))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        try:
+            if not match or not entry.is_file(follow_symlinks=False) or time.time() - entry.stat().st_mtime < _STALE_AFTER_S:
+                continue
+            if _process_alive(int(match.group(1))):
+                continue
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process, or not a pid: not ours to judge
+    return True

@@ -40,6 +40,17 @@ def shown(path: object) -> str:
     return text if text.isprintable() else repr(text)
 
 
+def path_argument(value: object, what: str) -> Path:
+    """``value`` as a Path, for an API argument that names a file: ``None``, a number or an empty string (which
+    ``Path`` reads as the current folder) is an InvalidInputError naming the argument, not a TypeError or a read of '.'."""
+    from .errors import InvalidInputError
+
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        got = "an empty string" if isinstance(value, str) else type(value).__name__
+        raise InvalidInputError(f"{what}: expected a file path (str or pathlib.Path), got {got}")
+    return Path(value)
+
+
 def check_sha256(value: object, what: str, where: Union[str, Path]) -> str:
     """``value`` as a lowercase hex sha256; a missing, null or malformed digest is refused (nothing loads unverified)."""
     if not isinstance(value, str) or not _SHA256.fullmatch(value):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Optional, Tuple
+
+from .errors import InvalidInputError
 
 
 class Precision(str, Enum):
@@ -29,6 +33,25 @@ class Runtime(str, Enum):
 
 # Normalisation modes, by what the paper's released pipeline feeds its network.
 NORMALIZE_MODES = ("minmax", "scale", "meanstd", "raw")
+# The largest network input side accepted anywhere (--img-size, a manifest's or checkpoint's preprocessing): 16x the
+# papers' 256. A float32 4096x4096x3 input is 200 MB; a typo such as 65536 would ask for 51 GB per image.
+MAX_INPUT_SIDE = 4096
+# Upper bounds where a typo would crash or swamp the machine instead of failing: OpenMP allocates every thread up front
+# (100000000 threads abort in libgomp), each data-loader worker is a process, torch seeds are 64-bit (and the trainer
+# derives per-epoch seeds from them), a batch is allocated whole (1024 x 3 x 256 x 256 float32 is 0.8 GB).
+MAX_THREADS = 256
+MAX_WORKERS = 64
+MAX_SEED = 2 ** 32 - 1
+MAX_BATCH = 1024
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _three_numbers(value: object) -> bool:
+    return (isinstance(value, (tuple, list)) and len(value) == 3
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value))
 
 
 @dataclass(frozen=True)
@@ -48,8 +71,21 @@ class PreprocessConfig:
     std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     def __post_init__(self) -> None:
+        # Checked here, once, so a manifest, checkpoint or option cannot smuggle in a size or constant that fails (or
+        # allocates gigabytes) only when the first image is resized; values are normalised to int and float.
         if self.mode not in NORMALIZE_MODES:
-            raise ValueError(f"unknown normalisation mode {self.mode!r}; expected one of {NORMALIZE_MODES}")
+            raise InvalidInputError(f"unknown normalisation mode {self.mode!r}; expected one of {NORMALIZE_MODES}")
+        size = self.size
+        if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(_whole(v) and 1 <= v <= MAX_INPUT_SIDE for v in size)):
+            raise InvalidInputError(f"size {size!r}: expected (height, width), two whole numbers in 1..{MAX_INPUT_SIDE}")
+        for name in ("mean", "std"):
+            if not _three_numbers(getattr(self, name)):
+                raise InvalidInputError(f"{name} {getattr(self, name)!r}: expected three finite numbers, one per RGB channel")
+        if 0 in self.std:
+            raise InvalidInputError(f"std {self.std!r}: expected non-zero values (each channel is divided by its std)")
+        object.__setattr__(self, "size", (int(size[0]), int(size[1])))
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
 
     def to_dict(self) -> dict:
         return {"size": list(self.size), "mode": self.mode, "mean": list(self.mean), "std": list(self.std)}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .._hashing import shown
 from .._optional import is_available
 from ..errors import CheckpointError, InvalidInputError, LightsegError, ManifestError
 from .jobs import Job, base_row
@@ -231,7 +232,7 @@ def plan_model(plan: Plan, opts: BenchOptions, name: str, weights: Optional[str]
     common = dict(model=name, source=name, weights=w.value, weights_label=w.label, accuracy=w.meaningful, accuracy_note=w.note)
     if opts.img_size:
         try:
-            check_img_size(opts.img_size, name, cfg.stride)
+            check_img_size(opts.img_size, name, cfg.stride, min_size=cfg.min_size)
         except LightsegError as exc:
             if not lenient:
                 raise
@@ -307,7 +308,12 @@ def _graph_facts(path: Path) -> Dict[str, Any]:
         return {}
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: the file is not an ONNX model
+        raise InvalidInputError(f"--onnx {shown(path)}: not a readable ONNX file ({type(exc).__name__}); expected a .onnx written by lightseg-export") from None
+    if not model.graph.input:
+        raise InvalidInputError(f"--onnx {shown(path)}: the graph has no input; expected a .onnx written by lightseg-export")
     dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
     ops = {n.op_type for n in model.graph.node}
     fp16 = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)

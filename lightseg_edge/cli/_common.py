@@ -5,17 +5,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from .._atomic import check_output_dir
+from .._hashing import shown
 from ..errors import LightsegError, OutputError
+from ..types import MAX_BATCH, MAX_INPUT_SIDE, MAX_SEED, MAX_THREADS, MAX_WORKERS
+
+
+MAX_LINE = 500
 
 
 def _one_line(text: str) -> str:
-    # Library text inside a message (ONNX Runtime, protobuf, torch) can span lines; the CLI contract is one line.
-    return " ".join(text.split())
+    # Library text inside a message (ONNX Runtime, protobuf, torch) can span lines; the CLI contract is one line, and
+    # a readable one: a 4,000-character path or key list keeps its start (the culprit) and its end (what to do).
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_LINE else f"{text[:MAX_LINE // 2 - 3]} ... {text[-(MAX_LINE // 2 - 2):]}"
 
 
 def run_cli(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
@@ -31,11 +39,25 @@ def run_cli(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
         # OSError without a file (a socket, a subprocess) may be a bug and keeps its traceback.
         if exc.filename is None:
             raise
-        print(f"error: {exc.filename}: {_one_line(exc.strerror or str(exc))}", file=sys.stderr)
+        print(f"error: {_one_line(f'{shown(exc.filename)}: {exc.strerror or exc}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _out_of_memory(exc):
+            raise  # a bug: keep its traceback
+        print(f"error: out of memory ({_one_line(str(exc) or type(exc).__name__)[:200]}); use a smaller --batch-size or --img-size, "
+              f"or free memory", file=sys.stderr)
+        return 2
+
+
+_OOM_TEXT = ("can't allocate memory", "Insufficient memory", "out of memory", "bad_alloc")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or a library's own words for it (torch's CPU allocator raises RuntimeError, OpenCV cv2.error)."""
+    return isinstance(exc, MemoryError) or any(t in str(exc) for t in _OOM_TEXT)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -56,15 +78,16 @@ def default_data_dir() -> Optional[str]:
     return None
 
 
-def _number(kind: type, low: float, inclusive: bool, words: str) -> Callable[[str], float]:
-    """An argparse type: a number of ``kind`` above ``low`` (or at it, when ``inclusive``), with one rule's words."""
+def _number(kind: type, low: float, inclusive: bool, words: str, high: Optional[float] = None) -> Callable[[str], float]:
+    """An argparse type: a finite number of ``kind`` above ``low`` (or at it, when ``inclusive``) and at most ``high``,
+    with one rule's words. inf is refused like nan: no setting here means "forever" (--min-time inf never ends)."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
-        if value < low or (value == low and not inclusive) or value != value:
+        if not math.isfinite(value) or value < low or (value == low and not inclusive) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}")
         return value
 
@@ -76,6 +99,11 @@ positive_int = _number(int, 0, False, "a positive integer")
 non_negative_int = _number(int, 0, True, "an integer >= 0")
 positive_float = _number(float, 0.0, False, "a positive number")
 non_negative_float = _number(float, 0.0, True, "a number >= 0")
+thread_count = _number(int, 0, False, f"a positive integer up to {MAX_THREADS}", high=MAX_THREADS)
+worker_count = _number(int, 0, True, f"an integer in 0..{MAX_WORKERS}", high=MAX_WORKERS)
+seed_value = _number(int, 0, True, f"an integer in 0..{MAX_SEED}", high=MAX_SEED)
+batch_size = _number(int, 0, False, f"a positive integer up to {MAX_BATCH}", high=MAX_BATCH)
+img_size = _number(int, 0, False, f"a positive integer up to {MAX_INPUT_SIDE}", high=MAX_INPUT_SIDE)
 
 
 def positive_int_list(text: str) -> Tuple[int, ...]:
@@ -84,8 +112,8 @@ def positive_int_list(text: str) -> Tuple[int, ...]:
         values = tuple(dict.fromkeys(int(t) for t in text.split(",")))
     except ValueError:
         values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 1,8,32), got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas (e.g. 1,8,32), each at most {MAX_BATCH}, got {text!r}")
     return values
 
 
@@ -100,15 +128,23 @@ def probability(text: str) -> float:
     return value
 
 
+def _not_empty(text: str, what: str) -> None:
+    # Path("") is the current folder: an empty value (a shell variable that was never set) must not mean "here"
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected {what}, got an empty value")
+
+
 def existing_file(text: str) -> str:
+    _not_empty(text, "an existing file")
     path = Path(text)
     if not path.is_file():
-        found = "a folder" if path.is_dir() else "nothing there"
+        found = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "nothing there"
         raise argparse.ArgumentTypeError(f"expected an existing file, got {text!r} ({found})")
     return text
 
 
 def existing_dir(text: str) -> str:
+    _not_empty(text, "an existing folder")
     path = Path(text)
     if not path.is_dir():
         found = "a file" if path.exists() else "nothing there"
@@ -118,6 +154,7 @@ def existing_dir(text: str) -> str:
 
 def output_dir(text: str) -> str:
     """An output folder that exists or can be created: neither it nor a parent is a file (checked before any work)."""
+    _not_empty(text, "an output folder")
     try:
         check_output_dir(text)
     except OutputError as exc:

@@ -28,7 +28,7 @@ import signal
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ._common import non_negative_int, positive_float, positive_int, positive_int_list, run_cli
+from ._common import existing_dir, img_size, non_negative_int, positive_float, positive_int, positive_int_list, run_cli, thread_count
 
 RUNTIME_CHOICES = ("pytorch", "onnxruntime", "tensorrt")
 RUNTIME_ALIASES = {"torch": "pytorch", "ort": "onnxruntime", "trt": "tensorrt"}
@@ -65,15 +65,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", metavar="LIST", type=_choice_list(PRECISION_CHOICES),
                    help="comma-separated subset of fp32,fp16,int8 (default: fp32; --all and --export-dir: all)")
     p.add_argument("--batch", metavar="LIST", type=positive_int_list, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
-    p.add_argument("--img-size", type=positive_int, metavar="N", help="square network input size (default: the model's, 256)")
+    p.add_argument("--img-size", type=img_size, metavar="N", help="square network input size (default: the model's, 256)")
     p.add_argument("--warmup", type=non_negative_int, default=10, metavar="N", help="warm-up calls before each timed loop (default 10)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--iters", type=positive_int, metavar="N",
                         help="exactly N timed calls per loop (the memory loop then runs min(20, max(3, N)) inferences)")
     budget.add_argument("--min-time", type=positive_float, metavar="S",
                         help="timed calls until they sum to S seconds (and at least 10 calls); default 2")
-    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads for PyTorch and ONNX Runtime (default: all usable cores)")
-    p.add_argument("--data", metavar="DIR", help="dataset root: accuracy (mDice/mIoU) per runtime and precision, and real images as inputs")
+    p.add_argument("--threads", type=thread_count, metavar="N", help="CPU threads for PyTorch and ONNX Runtime (default: all usable cores)")
+    p.add_argument("--data", type=existing_dir, metavar="DIR", help="dataset root: accuracy (mDice/mIoU) per runtime and precision, and real images as inputs")
     p.add_argument("--split", help=f"data split for accuracy (default {DEFAULT_SPLIT}; needs --data)")
     p.add_argument("--max-images", type=positive_int, metavar="N", help="score at most N images of the split (default: all; needs --data)")
     talk = p.add_mutually_exclusive_group()
@@ -130,7 +130,7 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InvalidInputError(f"{flag} {value} chooses the accuracy images: it needs --data DIR")
     _check_outputs(args)
     if args.data:
-        _check_data(args.data, args.split or DEFAULT_SPLIT, args.max_images)
+        _check_data(args.data, DEFAULT_SPLIT if args.split is None else args.split, args.max_images)
 
 
 def _check_data(data: str, split: str, max_images: Optional[int]) -> None:
@@ -195,7 +195,7 @@ def _run(argv: List[str]) -> int:
             print(text, file=sys.stderr, flush=True)
 
     timing = TimingConfig(warmup=args.warmup, iters=args.iters, min_time=args.min_time)
-    runtimes, precisions, split = args.runtime, args.precision, args.split or DEFAULT_SPLIT
+    runtimes, precisions, split = args.runtime, args.precision, DEFAULT_SPLIT if args.split is None else args.split
     env = collect_environment()
     threads = args.threads or usable_cores()
     # A quick run (--iters N) gets a memory loop of the same length: between 3 and the default 20 inferences.

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ._common import check_model, default_data_dir, existing_dir, existing_file, output_dir, positive_int, probability, run_cli
+from ._common import (batch_size, check_model, default_data_dir, existing_dir, existing_file, img_size, output_dir, positive_int, probability,
+                      run_cli, thread_count)
 
 
 DEFAULT_OVERLAYS = 20
@@ -36,24 +37,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=existing_dir, default=default_data_dir(), help="dataset root (layout auto-detected)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
                    help="'all' for a collection used only for testing (PH2, another clinic's folder)")
-    p.add_argument("--img-size", type=positive_int, help="square network input size (default: the model's)")
-    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--img-size", type=img_size, help="square network input size (default: the model's)")
+    p.add_argument("--batch-size", type=batch_size, default=16)
     p.add_argument("--threshold", type=probability, default=0.5)
     p.add_argument("--max-images", type=positive_int)
     p.add_argument("--out", type=output_dir, help="write metrics.json, per_image.csv and overlays/ here")
     p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
                    help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")
-    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--threads", type=thread_count)
     return p
 
 
 def _write_outputs(out: Path, report: dict, acc, samples, ds, preds, overlays: Optional[Tuple[int, int]]) -> None:
     """metrics.json, per_image.csv and the chosen overlays, each written atomically."""
-    from .._atomic import make_dir, write_text_atomic
+    from .._atomic import make_dir, remove_stale_temporaries, write_text_atomic
     from ..data.io import write_png_atomic
     from ..data.overlay import draw_contours
 
     make_dir(out, "--out")
+    remove_stale_temporaries(out)  # what a killed run's atomic writes left behind
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
     rows = sorted(zip(acc.per_image_dice, acc.per_image_iou, range(len(samples))))
     text = io.StringIO(newline="")
@@ -92,7 +94,7 @@ def _run(argv: List[str]) -> int:
     cfg = check_model(args.model)
     pre = cfg.preprocess
     if args.img_size:
-        check_img_size(args.img_size, args.model, cfg.stride)
+        check_img_size(args.img_size, args.model, cfg.stride, min_size=cfg.min_size)
         pre = type(pre)(size=(args.img_size, args.img_size), mode=pre.mode, mean=pre.mean, std=pre.std)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,7 +11,7 @@ import argparse
 import logging
 from typing import List, Optional
 
-from ._common import positive_int, run_cli, setup_logging
+from ._common import batch_size, img_size, positive_int, run_cli, setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,12 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--calib-images", type=positive_int, metavar="N", help=f"number of calibration images (default {DEFAULT_CALIB_IMAGES})")
     p.add_argument(
-        "--img-size", type=positive_int, metavar="N", help="square input size, a multiple of the model's stride (default: the model's, 256)"
+        "--img-size", type=img_size, metavar="N", help="square input size, a multiple of the model's stride (default: the model's, 256)"
     )
     # defaults of None: a flag the user gave can be told from one left alone, and refused where it has no effect
     p.add_argument("--opset", type=positive_int, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {MIN_OPSET})")
     batch = p.add_mutually_exclusive_group()
-    batch.add_argument("--batch", type=positive_int, default=1, metavar="N", help="static batch size (default 1)")
+    batch.add_argument("--batch", type=batch_size, default=1, metavar="N", help="static batch size (default 1)")
     batch.add_argument("--dynamic-batch", metavar="MIN,OPT,MAX", help="dynamic batch with this TensorRT optimization profile, e.g. 1,8,32")
     p.add_argument(
         "--simplifier", choices=SIMPLIFIERS, help="graph simplifier; onnxsim falls back to onnxslim (default onnxsim)"
@@ -88,7 +88,7 @@ def _config(args: argparse.Namespace):
         img_size=args.img_size,
         opset=MIN_OPSET if args.opset is None else args.opset,
         batch=args.batch,
-        dynamic_batch=parse_dynamic_batch(args.dynamic_batch) if args.dynamic_batch else None,
+        dynamic_batch=parse_dynamic_batch(args.dynamic_batch) if args.dynamic_batch is not None else None,
         simplifier=args.simplifier or "onnxsim",
         from_onnx=args.from_onnx,
         workspace_mb=args.workspace,

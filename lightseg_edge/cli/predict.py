@@ -9,12 +9,14 @@ per-frame latency (pre-processing + inference + post-processing) is printed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
-from ._common import output_dir, positive_int, probability, run_cli
+from .._hashing import shown
+from ._common import batch_size, output_dir, positive_int, probability, run_cli
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -24,13 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("source", help="export folder, .onnx, .plan/.engine, checkpoint (.pt/.safetensors) or registry model name")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, image folders, video files or a camera index (0, 1, ...)")
     p.add_argument("--runtime", default="auto", choices=("auto", "pytorch", "onnxruntime", "tensorrt"))
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="which export artifact to run (default: fp32 ONNX, or the engine)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="which export artifact to run (default: the export's own precision, the one its folder is named after, or the engine)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available for the runtime)")
     p.add_argument("--model", help="registry model name, for checkpoints that do not record it")
     p.add_argument("--out", type=output_dir, default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--overlay", action="store_true", help="also write the image with the predicted lesion contour")
     p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold for the mask (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference call for image inputs")
+    p.add_argument("--batch-size", type=batch_size, default=8, help="images per inference call for image inputs")
     p.add_argument("--max-frames", type=positive_int, help="stop a video or camera after this many frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -42,17 +44,18 @@ def _classify(item: str) -> Tuple[str, object]:
     from ..errors import DataError
 
     path = Path(item)
-    if item.isdigit() and not path.exists():
+    if item.isascii() and item.isdigit() and not path.exists():
         return "camera", int(item)
     if path.is_dir():
-        # A folder named like an image is listed too, so it is reported as skipped rather than silently ignored.
-        files = sorted(p for p in path.iterdir()
-                       if (p.is_file() or p.is_dir()) and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+        # Everything named like an image is listed (a folder, a FIFO, a broken link too), so what cannot be read is
+        # reported as skipped rather than silently ignored.
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
         if not files:
             raise DataError(f"{path}: no images in this folder (expected {', '.join(IMAGE_EXTS)} files)")
         return "images", files
     if not path.is_file():
-        raise DataError(f"{path}: no such file or folder (expected an image, an image folder, a video or a camera index)")
+        found = "not a regular file (a FIFO or device)" if path.exists() else "a broken link" if path.is_symlink() else "no such file or folder"
+        raise DataError(f"{shown(path)}: {found} (expected an image, an image folder, a video or a camera index)")
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTS:
         return "video", path
@@ -79,15 +82,25 @@ class _Names:
         return stem
 
 
-def _write(out_dir: Path, stem: str, image, mask, overlay: bool) -> int:
+def _failure(f: object, exc: Exception) -> str:
+    """One line for an input that failed, naming it (shown: a newline in a file name stays on the line)."""
+    text = str(exc)
+    return text if shown(f) in text else f"{shown(f)}: {text}"
+
+
+def _write(out_dir: Path, stem: str, image, mask, overlay: bool, inputs: Set[str]) -> int:
     from ..data.io import write_png_atomic
     from ..data.overlay import draw_contours
+    from ..errors import DataError
 
-    write_png_atomic(out_dir / f"{stem}_mask.png", (mask * 255).astype("uint8"))
+    targets = [out_dir / f"{stem}_mask.png"] + ([out_dir / f"{stem}_overlay.png"] if overlay else [])
+    for target in targets:  # --out is the input folder and an input is named like an output (x.png and x_mask.png)
+        if os.path.realpath(str(target)) in inputs:
+            raise DataError(f"{shown(target)}: is one of the input images and would be overwritten; choose another --out")
+    write_png_atomic(targets[0], (mask * 255).astype("uint8"))
     if overlay:
-        write_png_atomic(out_dir / f"{stem}_overlay.png", draw_contours(image, mask))
-        return 2
-    return 1
+        write_png_atomic(targets[1], draw_contours(image, mask))
+    return len(targets)
 
 
 def _predict_chunk(predictor, loaded: List[Tuple[Path, object]], args, failures: List[str]) -> List[Tuple[Path, object, object]]:
@@ -106,14 +119,14 @@ def _predict_chunk(predictor, loaded: List[Tuple[Path, object]], args, failures:
         try:
             done.append((f, im, predictor.predict(im, threshold=args.threshold, name=str(f))))
         except LightsegError as exc:
-            failures.append(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
+            failures.append(_failure(f, exc))
     return done
 
 
-def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, failures: List[str]) -> int:
+def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, failures: List[str], inputs: Set[str]) -> int:
     """Every readable image is predicted and written; each one that fails is added to ``failures`` and skipped."""
     from ..data.io import read_image
-    from ..errors import LightsegError
+    from ..errors import DataError, LightsegError
 
     bar = None
     if not args.no_progress and len(files) > 1:
@@ -130,14 +143,17 @@ def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, fa
                 try:
                     loaded.append((f, read_image(f)))
                 except LightsegError as exc:
-                    failures.append(str(exc) if str(f) in str(exc) else f"{f}: {exc}")
+                    failures.append(_failure(f, exc))
             try:
                 results = _predict_chunk(predictor, loaded, args, failures) if loaded else []
             except LightsegError as exc:
-                failures.append(str(exc) if str(loaded[0][0]) in str(exc) else f"{loaded[0][0]}: {exc}")
+                failures.append(_failure(loaded[0][0], exc))
                 results = []
             for f, im, m in results:
-                written += _write(out_dir, names(f), im, m, args.overlay)
+                try:
+                    written += _write(out_dir, names(f), im, m, args.overlay, inputs)
+                except DataError as exc:  # this image's output only (a full disk is an OutputError: it stops the run)
+                    failures.append(_failure(f, exc))
             if bar is not None:
                 bar.update(len(chunk))
     finally:
@@ -158,15 +174,19 @@ def _frames(capture, max_frames: Optional[int]) -> Iterator:
         i += 1
 
 
-def _stream(predictor, what, label: str, out_dir: Path, args) -> int:
+def _stream(predictor, what, label: str, out_dir: Path, args, inputs: Set[str]) -> int:
     import cv2
 
     from .._atomic import make_dir
     from ..errors import DataError
 
-    cap = cv2.VideoCapture(str(what) if isinstance(what, Path) else what)
-    if not cap.isOpened():
-        raise DataError(f"{label}: OpenCV cannot open this {'camera' if isinstance(what, int) else 'video'}")
+    kind = "camera" if isinstance(what, int) else "video"
+    try:
+        cap = cv2.VideoCapture(str(what) if isinstance(what, Path) else what)
+    except (cv2.error, OverflowError, SystemError):  # a camera index beyond what OpenCV takes
+        cap = None
+    if cap is None or not cap.isOpened():
+        raise DataError(f"{shown(what) if kind == 'video' else label}: OpenCV cannot open this {kind}")
     frame_dir = make_dir(out_dir / label, "--out")
     latencies = []
     written = 0
@@ -177,11 +197,11 @@ def _stream(predictor, what, label: str, out_dir: Path, args) -> int:
             ms = (time.perf_counter() - t0) * 1000.0
             latencies.append(ms)
             print(f"{label} frame {i}: {ms:.1f} ms", flush=True)
-            written += _write(frame_dir, f"{i:06d}", rgb, mask, args.overlay)
+            written += _write(frame_dir, f"{i:06d}", rgb, mask, args.overlay, inputs)
     finally:
         cap.release()
     if not latencies:
-        raise DataError(f"{label}: no frames could be read")
+        raise DataError(f"{shown(what) if kind == 'video' else label}: no frames could be read")
     mean = sum(latencies) / len(latencies)
     print(f"{label}: {len(latencies)} frames, mean {mean:.1f} ms/frame ({1000.0 / mean:.1f} FPS)")
     return written
@@ -189,7 +209,8 @@ def _stream(predictor, what, label: str, out_dir: Path, args) -> int:
 
 def _run(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
-    from .._atomic import make_dir
+    from .._atomic import make_dir, remove_stale_temporaries
+    from ..errors import DataError
     from ..runtimes import load_predictor
 
     jobs = [_classify(item) for item in args.inputs]  # fail on a bad input before loading the model
@@ -201,24 +222,33 @@ def _run(argv: List[str]) -> int:
     names = _Names()
     written = 0
     failures: List[str] = []
+    inputs = {os.path.realpath(str(p)) for kind, what in jobs if kind == "images" for p in what}
     with load_predictor(args.source, runtime=args.runtime, device=args.device, **options) as predictor:
         out_dir = make_dir(args.out, "--out")  # only once the model loaded: a typo in SOURCE leaves no empty folder
+        remove_stale_temporaries(out_dir)  # what a killed run's atomic writes left behind
         print(f"{predictor.source}: {predictor.runtime.value} {predictor.precision.value} on {predictor.device}")
         for kind, what in jobs:
             if kind == "images":
-                written += _images(predictor, what, out_dir, names, args, failures)
-            elif kind == "video":
-                written += _stream(predictor, what, names(what), out_dir, args)
-            else:
-                written += _stream(predictor, what, f"camera{what}", out_dir, args)
+                written += _images(predictor, what, out_dir, names, args, failures, inputs)
+                continue
+            try:  # a video or camera that cannot be opened or read costs only itself
+                written += _stream(predictor, what, names(what) if kind == "video" else f"camera{what}", out_dir, args, inputs)
+            except DataError as exc:
+                failures.append(_failure(what, exc) if kind == "video" else str(exc))
     print(f"wrote {written} file(s) to {out_dir}")
-    if failures:
-        for line in failures:
-            print(f"failed: {line}", file=sys.stderr)
-        total = sum(len(what) for kind, what in jobs if kind == "images")
-        print(f"error: {len(failures)} of {total} image(s) failed (listed above); the others were written", file=sys.stderr)
-        return 1
-    return 0
+    return _report(failures, jobs)
+
+
+def _report(failures: List[str], jobs: List[Tuple[str, object]]) -> int:
+    if not failures:
+        return 0
+    for line in failures:
+        print(f"failed: {line}", file=sys.stderr)
+    streams = sum(1 for kind, _ in jobs if kind != "images")
+    total = streams + sum(len(what) for kind, what in jobs if kind == "images")  # type: ignore[arg-type]
+    print(f"error: {len(failures)} of {total} {'input' if streams else 'image'}(s) failed (listed above); the others were written",
+          file=sys.stderr)
+    return 1
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -7,8 +7,8 @@ from typing import List, Optional, Tuple
 
 from ..data.augment import Augmentation
 from ..types import TrainPrecision
-from ._common import (check_model, default_data_dir, existing_dir, non_negative_float, non_negative_int, output_dir, positive_float,
-                      positive_int, run_cli)
+from ._common import (batch_size, check_model, default_data_dir, existing_dir, img_size, non_negative_float, non_negative_int, output_dir,
+                      positive_float, positive_int, run_cli, seed_value, thread_count, worker_count)
 
 
 def _progressive(text: str) -> Tuple[int, int]:
@@ -25,13 +25,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=existing_dir, default=default_data_dir(), help="dataset root (layout auto-detected; split.csv honoured)")
     p.add_argument("--out", type=output_dir, default=None, help="output folder (default runs/<model>)")
     p.add_argument("--epochs", type=positive_int, help="default: the paper recipe's")
-    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--batch-size", type=batch_size)
     p.add_argument("--lr", type=positive_float)
-    p.add_argument("--img-size", type=positive_int, help="square input size (multiple of the model stride)")
-    p.add_argument("--workers", type=non_negative_int, default=0)
-    p.add_argument("--seed", type=non_negative_int, default=42)
+    p.add_argument("--img-size", type=img_size, help="square input size (multiple of the model stride)")
+    p.add_argument("--workers", type=worker_count, default=0)
+    p.add_argument("--seed", type=seed_value, default=42)
     p.add_argument("--patience", type=non_negative_int, default=30, help="early stopping patience in epochs (0 = off)")
-    p.add_argument("--threads", type=positive_int, help="torch intra-op threads")
+    p.add_argument("--threads", type=thread_count, help="torch intra-op threads")
     p.add_argument("--max-train-images", type=positive_int, help="use only the first N training images (quick runs)")
     p.add_argument("--max-val-images", type=positive_int)
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt if it exists")

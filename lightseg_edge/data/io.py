@@ -7,7 +7,9 @@ its header must announce at most ``MAX_IMAGE_PIXELS`` pixels. A decoder allocate
 
 from __future__ import annotations
 
+import numbers
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import numpy as np
 
-from .._hashing import shown
+from .._hashing import path_argument, shown
 from ..errors import DataError, InvalidInputError
 
 PathLike = Union[str, Path]
@@ -53,9 +55,9 @@ def pixel_limit(max_pixels: Optional[int] = None) -> int:
             max_pixels = 0
         if max_pixels < 1:
             raise InvalidInputError(f"{MAX_PIXELS_ENV}={text!r}: expected a positive whole number of pixels, e.g. 100000000; unset it for the default")
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 1:
         raise InvalidInputError(f"max_pixels={max_pixels!r}: expected a positive whole number of pixels")
-    return max_pixels
+    return int(max_pixels)
 
 
 def _u(data: bytes, fmt: str, offset: int) -> int:
@@ -185,8 +187,17 @@ def _check_size(path: Path, header: ImageHeader, limit: int) -> None:
         )
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limit: int) -> bytes:
     try:
+        info = os.stat(path)
+        # A FIFO or device never ends (reading /dev/zero fills memory, a FIFO blocks); a regular file larger than any
+        # image within the pixel limit (16-bit RGBA, uncompressed, plus headers) is refused before it is read.
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file (a FIFO, socket or device)"
+            raise DataError(f"{shown(path)}: cannot read it as an image: it is {kind}")
+        if info.st_size > 8 * limit + (1 << 20):
+            raise DataError(f"{shown(path)}: {info.st_size:,} bytes, more than an image within the {limit:,}-pixel limit can take; "
+                            f"downscale it, or raise the limit with max_pixels= or {MAX_PIXELS_ENV}")
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{shown(path)}: cannot read file ({exc.strerror or exc})") from exc
@@ -208,7 +219,7 @@ def _decode(path: Path, max_pixels: Optional[int], what: str) -> np.ndarray:
     import cv2
 
     limit = pixel_limit(max_pixels)
-    data = _read_bytes(path)
+    data = _read_bytes(path, limit)
     header = read_header(path, data)
     _check_size(path, header, limit)
     _check_complete(path, data)
@@ -231,7 +242,7 @@ def read_image(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
     """
     import cv2
 
-    path = Path(path)
+    path = path_argument(path, "read_image")
     img = _decode(path, max_pixels, "image")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
@@ -267,7 +278,7 @@ def binarize_mask(mask: np.ndarray) -> np.ndarray:
 
 def read_mask(path: PathLike, max_pixels: Optional[int] = None) -> np.ndarray:
     """An HxW uint8 mask in {0, 1} (see ``binarize_mask``); the same checks before decoding as ``read_image``."""
-    return binarize_mask(_decode(Path(path), max_pixels, "mask image"))
+    return binarize_mask(_decode(path_argument(path, "read_mask"), max_pixels, "mask image"))
 
 
 def write_png_atomic(path: PathLike, image: np.ndarray) -> Path:

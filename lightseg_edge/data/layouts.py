@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from .._hashing import brief_repr, is_regular_file
 from ..errors import DataError
 from .io import IMAGE_EXTS, PathLike
 
@@ -150,12 +151,31 @@ def detect_layout(root: PathLike) -> str:
     )
 
 
-def _apply_split_csv(samples: List[Sample], csv_path: Path) -> List[Sample]:
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
+def _read_split_csv(csv_path: Path) -> Dict[str, str]:
+    """case id -> split from a split.csv. Written by hand or by Excel: a BOM, CRLF and spaces around values are fine;
+    an unknown split or a case listed twice with different splits is refused, naming the line."""
+    if not is_regular_file(csv_path):  # a folder, a FIFO (whose read would block) or a broken link
+        raise DataError(f"{csv_path}: expected a CSV file with columns case_id,split, found something else there; remove it or replace it")
+    try:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would otherwise hide the 'case_id' header
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items() if isinstance(v, str)} for row in csv.DictReader(f)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{csv_path}: cannot read it as a UTF-8 CSV ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
     if not rows or "case_id" not in rows[0] or "split" not in rows[0]:
         raise DataError(f"{csv_path}: expected a CSV with columns case_id,split")
-    split = {r["case_id"]: r["split"] for r in rows}
+    split: Dict[str, str] = {}
+    for line, row in enumerate(rows, start=2):
+        case, value = row.get("case_id", ""), row.get("split", "").lower()
+        if value not in SPLITS:
+            raise DataError(f"{csv_path}: line {line}: split {brief_repr(row.get('split'), 40)} for case {brief_repr(case, 60)}; expected one of {', '.join(SPLITS)}")
+        if split.setdefault(case, value) != value:
+            raise DataError(f"{csv_path}: line {line}: case {brief_repr(case, 60)} is listed again with split {value!r} (first: {split[case]!r})")
+    return split
+
+
+def _apply_split_csv(samples: List[Sample], csv_path: Path) -> List[Sample]:
+    split = _read_split_csv(csv_path)
     out = []
     for s in samples:
         if s.case_id not in split:
@@ -183,7 +203,7 @@ def list_samples(root: PathLike, split: Optional[str] = None, layout: Optional[s
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
         raise DataError(f"{root}: duplicate case ids {dup}")
-    if (root / "split.csv").is_file():
+    if (root / "split.csv").exists() or (root / "split.csv").is_symlink():  # a folder or broken link there is an error too
         samples = _apply_split_csv(samples, root / "split.csv")
     elif all(s.split is None for s in samples):
         samples = [replace(s, split=hash_split(s.case_id)) for s in samples]

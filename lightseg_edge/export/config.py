@@ -6,11 +6,13 @@ was expected. It never changes a setting behind the user's back: the pipeline do
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
 from ..errors import ExportConfigError
+from ..types import MAX_BATCH, MAX_INPUT_SIDE
 
 SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -76,9 +78,28 @@ class ExportConfig:
         return self.dynamic_batch is not None
 
 
-def _positive(value: int, flag: str) -> None:
+def _positive(value: int, flag: str, high: Optional[int] = None) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ExportConfigError(f"{flag} must be a positive integer, got {value!r}")
+    if high is not None and value > high:
+        raise ExportConfigError(f"{flag} must be at most {high}, got {value!r}")
+
+
+_PATH_FIELDS = (("model", "--model"), ("weights", "--weights"), ("calib_data", "--calib-data"), ("from_onnx", "--from-onnx"),
+                ("output", "--output"), ("data", "--data"))
+
+
+def check_fields(cfg: "ExportConfig") -> None:
+    """An ExportConfig whose names and paths are non-empty strings: '' is not "unset" (it would export into the current
+    folder, or fall back to the default data without a word), and a number is not a path. Run before anything reads
+    a path (validate, and export's recovery of an interrupted run)."""
+    if not isinstance(cfg, ExportConfig):
+        raise ExportConfigError(f"export: expected an ExportConfig, got {type(cfg).__name__}")
+    for name, flag in _PATH_FIELDS:
+        value = getattr(cfg, name)
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or not str(value).strip()):
+            got = "an empty value" if isinstance(value, str) else type(value).__name__
+            raise ExportConfigError(f"{flag}: expected a {'name' if name == 'model' else 'path'}, got {got}")
 
 
 def parse_dynamic_batch(text: str) -> Tuple[int, int, int]:
@@ -96,6 +117,7 @@ def parse_dynamic_batch(text: str) -> Tuple[int, int, int]:
 def validate(cfg: ExportConfig) -> None:
     """Raise ExportConfigError for a contradictory or impossible config. Touches the filesystem only to check that
     named input files exist."""
+    check_fields(cfg)
     if cfg.from_onnx is None and not cfg.model:
         raise ExportConfigError("nothing to export: pass --model NAME (a registry model) or --from-onnx FILE")
     if cfg.from_onnx is not None:
@@ -111,7 +133,7 @@ def validate(cfg: ExportConfig) -> None:
             f"--opset {cfg.opset!r} is not supported; expected {MIN_OPSET}..{MAX_OPSET} (17 has LayerNormalization; ONNX Runtime's "
             f"INT8 quantization and the TorchScript exporter stop at {MAX_OPSET})"
         )
-    _positive(cfg.batch, "--batch")
+    _positive(cfg.batch, "--batch", MAX_BATCH)
     if cfg.dynamic_batch is not None:
         if cfg.batch != 1:
             raise ExportConfigError("--batch and --dynamic-batch are exclusive: give a static batch or a MIN,OPT,MAX range, not both")
@@ -119,7 +141,7 @@ def validate(cfg: ExportConfig) -> None:
             raise ExportConfigError(f"--dynamic-batch expects MIN,OPT,MAX, got {cfg.dynamic_batch!r}")
         lo, opt, hi = cfg.dynamic_batch
         for v in cfg.dynamic_batch:
-            _positive(v, "--dynamic-batch values")
+            _positive(v, "--dynamic-batch values", MAX_BATCH)
         if not lo <= opt <= hi:
             raise ExportConfigError(f"--dynamic-batch {lo},{opt},{hi}: expected MIN <= OPT <= MAX")
     if cfg.simplifier not in SIMPLIFIERS:
@@ -155,11 +177,16 @@ def validate(cfg: ExportConfig) -> None:
         raise ExportConfigError(f"--output {cfg.output}: exists and is not a folder")
 
 
-def check_img_size(size: int, model: str, stride: int, flag: str = "--img-size") -> None:
-    """The model's downsampling needs H and W to be multiples of its stride."""
-    if size % stride or size < stride:
-        near = [c for c in (size // stride * stride, (size // stride + 1) * stride) if c >= stride]
-        raise ExportConfigError(f"{flag} {size} is not a multiple of {model}'s stride {stride}; use {' or '.join(map(str, near))}")
+def check_img_size(size: int, model: str, stride: int, flag: str = "--img-size", min_size: int = 0) -> None:
+    """The model's downsampling needs H and W to be multiples of its stride, and at least its ``min_size`` (some models
+    normalise their deepest map, which needs more than one pixel); at most MAX_INPUT_SIDE."""
+    if size > MAX_INPUT_SIDE:
+        raise ExportConfigError(f"{flag} {size}: expected at most {MAX_INPUT_SIDE} (the models are trained at 256)")
+    smallest = max(stride, min_size)
+    if size % stride or size < smallest:
+        near = [c for c in (size // stride * stride, (size // stride + 1) * stride) if c >= smallest] or [smallest]
+        what = f"is not a multiple of {model}'s stride {stride}" if size % stride else f"is below {model}'s smallest input {smallest}"
+        raise ExportConfigError(f"{flag} {size} {what}; use {' or '.join(map(str, near))}")
 
 
 def default_output(cfg: ExportConfig, model: str, size: int) -> Path:

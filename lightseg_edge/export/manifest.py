@@ -12,13 +12,12 @@ to the folder, parity, calibration, accuracy, tensorrt, tools, steps.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Dict, List, Set, Union
 
 from .._atomic import write_text_atomic
 from ..errors import ManifestError, OutputError
-from ..types import NORMALIZE_MODES
+from ..types import MAX_INPUT_SIDE, NORMALIZE_MODES, PreprocessConfig
 from .._hashing import brief_repr, check_sha256, file_problem, is_regular_file, member_path, sha256_file, shown  # noqa: F401  (sha256_file re-exported)
 
 FORMAT = "lightseg-export/1"
@@ -61,10 +60,6 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_format(data: Dict, where: Path) -> None:
     fmt = data.get("format")
     if fmt == FORMAT:
@@ -86,19 +81,18 @@ def _check_input(spec: object, where: Path) -> None:
 
 
 def _check_preprocess(pre: object, where: Path) -> None:
-    """null (an export from a bare ONNX without --model: the user passes preprocessing) or a PreprocessConfig dict."""
+    """null (an export from a bare ONNX without --model: the user passes preprocessing) or a PreprocessConfig dict,
+    held to PreprocessConfig's own rules (sizes within MAX_INPUT_SIDE, three finite means and non-zero stds)."""
     if pre is None:
         return
-    ok = isinstance(pre, dict) and isinstance(pre.get("size"), list) and len(pre["size"]) == 2 and all(_is_count(v) for v in pre["size"])
-    ok = ok and pre.get("mode") in NORMALIZE_MODES
-    for key in ("mean", "std"):
-        vals = pre.get(key, [0.0, 0.0, 0.0]) if ok else None
-        ok = ok and isinstance(vals, list) and len(vals) == 3 and all(_is_number(v) for v in vals)
-    ok = ok and all(v != 0 for v in pre.get("std", [1.0]))
+    try:
+        ok = isinstance(pre, dict) and isinstance(pre.get("size"), list) and bool(PreprocessConfig.from_dict(pre))
+    except (KeyError, TypeError, ValueError):
+        ok = False
     if not ok:
         raise ManifestError(
-            f"{where}: invalid 'input' or 'preprocess' entry: 'preprocess' must be null or "
-            f"{{size: [H, W], mode: one of {', '.join(NORMALIZE_MODES)}, mean: [3 numbers], std: [3 non-zero numbers]}}, found {brief_repr(pre)}"
+            f"{where}: invalid 'input' or 'preprocess' entry: 'preprocess' must be null or {{size: [H, W] (1..{MAX_INPUT_SIDE}), "
+            f"mode: one of {', '.join(NORMALIZE_MODES)}, mean: [3 numbers], std: [3 non-zero numbers]}}, found {brief_repr(pre)}"
         )
 
 

@@ -31,7 +31,7 @@ from .._version import __version__
 from ..errors import ExportConfigError, ExportError
 from ..types import PreprocessConfig
 from .accuracy import HeldoutScorer, VariantAccuracy
-from .config import RANDOM_WEIGHTS, ExportConfig, check_img_size, default_output, validate
+from .config import RANDOM_WEIGHTS, ExportConfig, check_fields, check_img_size, default_output, validate
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks
 from .manifest import FORMAT, MANIFEST_NAME, WEIGHTS_NAME, read_manifest, sha256_file
 from .staging import Staging, recover_output
@@ -239,8 +239,8 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
 
     mcfg = get_model_config(cfg.model)  # UnknownModelError with a suggestion
     h, w = (cfg.img_size, cfg.img_size) if cfg.img_size else mcfg.input_size
-    check_img_size(h, cfg.model, mcfg.stride)
-    check_img_size(w, cfg.model, mcfg.stride)
+    check_img_size(h, cfg.model, mcfg.stride, min_size=mcfg.min_size)
+    check_img_size(w, cfg.model, mcfg.stride, min_size=mcfg.min_size)
     pre = PreprocessConfig(size=(h, w), mode=mcfg.preprocess.mode, mean=mcfg.preprocess.mean, std=mcfg.preprocess.std)
     spec = input_spec(cfg.batch, (h, w), cfg.dynamic)
     out = Path(cfg.output) if cfg.output else default_output(cfg, cfg.model, h)
@@ -541,6 +541,11 @@ def _matching_manifest(src: Path) -> Optional[dict]:
         return None
     old = read_manifest(src.parent)  # a corrupt manifest is an error, not something to paper over
     fp32 = old["artifacts"]["fp32"]
+    other = next((k for k, a in old["artifacts"].items() if k != "fp32" and a.get("path") == src.name), None)
+    if other is not None:
+        # Exporting from it would relabel an FP16/INT8 graph (or an engine) as the FP32 model, and replace the real one
+        raise ExportConfigError(f"--from-onnx {src}: this is the export's {other} artifact, not an FP32 model; "
+                                f"start from its FP32 model {src.parent / fp32['path']}")
     if fp32["path"] != src.name or fp32.get("sha256") != sha256_file(src):
         log.warning("%s: the manifest beside it describes a different FP32 model; ignoring it", src)
         return None
@@ -581,6 +586,7 @@ def _preprocess_for(cfg: ExportConfig, old: Optional[dict], size: Tuple[int, int
 
 def export(cfg: ExportConfig) -> ExportResult:
     """Run the export ``cfg`` describes; see the module docstring for the steps."""
+    check_fields(cfg)
     recover_output(cfg.output or (str(Path(cfg.from_onnx).parent) if cfg.from_onnx else None))
     validate(cfg)
     if cfg.from_onnx is not None:

@@ -29,6 +29,8 @@ class SegModel(nn.Module):
             raise InvalidInputError(f"{self.name}: expected input (N, 3, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         s = self.cfg.stride
+        if min(h, w) < self.cfg.min_size:
+            raise InvalidInputError(f"{self.name}: input {h}x{w} is below its smallest input {self.cfg.min_size}x{self.cfg.min_size}")
         if h % s or w % s:
             raise InvalidInputError(
                 f"{self.name}: input {h}x{w} is not a multiple of {s}; use sizes such as "

@@ -16,6 +16,7 @@ class ModelConfig:
     citation: str
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     stride: int = 32  # H and W must be multiples of this
+    min_size: int = 0  # and at least this (0: the stride)
     num_classes: int = 1
     claims: PaperClaims = field(default_factory=PaperClaims)
     origin_url: str = ""

@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Union
 
+from .._hashing import brief_repr
 from ..errors import InvalidInputError, UnknownModelError
 from ._cfg import ModelConfig
 
@@ -35,7 +36,8 @@ def _check_name(name: str) -> None:
     if not isinstance(name, str) or name not in _ENTRYPOINTS:
         close = difflib.get_close_matches(name, list(_ENTRYPOINTS), n=1) if isinstance(name, str) else []
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise UnknownModelError(f"unknown model {name!r}.{hint} Available: {', '.join(list_models())}")
+        # brief_repr: the name may come from a file (a checkpoint's metadata) and be any length
+        raise UnknownModelError(f"unknown model {brief_repr(name, 80)}.{hint} Available: {', '.join(list_models())}")
 
 
 def get_model_config(name: str) -> ModelConfig:

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 from ..errors import CheckpointError
 from ._registry import get_model_config
-from .._hashing import sha256_file  # noqa: F401  (re-exported)
+from .._hashing import path_argument, sha256_file  # noqa: F401  (sha256_file re-exported)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _EXPECTED = "a lightseg-train checkpoint (.pt) or .safetensors weights"
@@ -87,7 +87,7 @@ def _read(path: Union[str, Path]) -> Tuple[Dict, Optional[str]]:
     """(state dict, the model name the file records or None)."""
     import torch
 
-    path = Path(path)
+    path = path_argument(path, "checkpoint")
     if not path.is_file():
         raise CheckpointError(f"{path}: weights file not found; expected {_EXPECTED}")
     if path.suffix == ".safetensors":
@@ -113,8 +113,11 @@ def fit_summary(expected: Dict, state: Dict) -> str:
     unexpected = [k if k.isprintable() else repr(k) for k in state if k not in expected]  # names from the file: one line
     reshaped = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in expected
                 if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    # load_state_dict casts silently: integer tensors where the model has float weights are not these weights
+    retyped = [f"{k}: file {state[k].dtype} vs model {expected[k].dtype}" for k in expected
+               if k in state and state[k].is_floating_point() != expected[k].is_floating_point()]
     parts = [f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})" for keys, what in
-             ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "shape mismatches")) if keys]
+             ((missing, "missing keys"), (unexpected, "unexpected keys"), (reshaped, "shape mismatches"), (retyped, "dtype mismatches")) if keys]
     return "; ".join(parts)
 
 

@@ -148,6 +148,8 @@ _CFG = ModelConfig(
     # The stem pool and five stride-2 patch embeds halve the size six times; the decoder adds skips after exact x2
     # upsampling, so H and W must be multiples of 64 (a multiple of 32 such as 224 fails).
     stride=64,
+    # At 64x64 the deepest map is 1x1, and its InstanceNorm needs more than one pixel.
+    min_size=128,
     claims=PaperClaims(
         params=49_932,
         gmacs=0.0465,

@@ -13,15 +13,17 @@ thread. For parallel throughput, create one predictor per thread.
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections import abc
 from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import numpy as np
 
+from .._hashing import shown
 from ..data.transforms import check_image, logits_to_mask, logits_to_proba, preprocess_batch
 from ..errors import InvalidInputError, PredictorClosedError
-from ..types import InputSpec, Precision, PreprocessConfig, Runtime
+from ..types import MAX_THREADS, InputSpec, Precision, PreprocessConfig, Runtime
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -51,9 +53,21 @@ class Predictor(Protocol):
     def close(self) -> None: ...
 
 
+def check_threads(threads: object, low: int = 1) -> Optional[int]:
+    """``threads=`` as a whole number in ``low``..MAX_THREADS (None: the backend's default). Checked here because a
+    runtime turns a bad value into its own crash: torch.set_num_threads(0) raises RuntimeError, OpenMP aborts the
+    process on 10**8 threads, ONNX Runtime reports std::bad_alloc as a model that cannot load."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or not low <= threads <= MAX_THREADS:
+        raise InvalidInputError(f"threads={threads!r}: expected a whole number in {low}..{MAX_THREADS}")
+    return int(threads)
+
+
 def _check_threshold(threshold: float) -> float:
     try:
-        t = float(threshold)
+        # a string or bool is a mix-up (threshold="0.5" from a config file, True for "use the default"), not a number
+        t = float("nan") if isinstance(threshold, (str, bytes, bool)) else float(threshold)
     except (TypeError, ValueError):
         t = float("nan")  # fails the range check below, with the same words
     if not 0.0 <= t <= 1.0:
@@ -199,7 +213,7 @@ class BasePredictor:
         """What an error calls each image: its file name when the caller gives names, else its index."""
         if names is None:
             return [f"image {i}" for i in range(n)]
-        labels = [str(name) for name in names] if not isinstance(names, (str, bytes)) else []
+        labels = [shown(name) for name in names] if not isinstance(names, (str, bytes)) else []  # one line each
         if len(labels) != n:
             got = "a single string" if isinstance(names, (str, bytes)) else f"{len(labels)} names"
             raise InvalidInputError(f"predict_batch: names= must give one name per image ({n}), got {got}")
@@ -244,14 +258,14 @@ class BasePredictor:
 
     def predict_proba(self, image: np.ndarray, name: Optional[str] = None) -> np.ndarray:
         """HxWx3 uint8 RGB -> HxW float32 lesion probabilities. ``name`` labels errors (default "image")."""
-        check_image(image, what=name or "image")
+        check_image(image, what=shown(name or "image"))
         return self.predict_proba_batch([image], names=[name or "image"])[0]
 
     def predict(self, image: np.ndarray, threshold: Optional[float] = None, name: Optional[str] = None) -> np.ndarray:
         """HxWx3 uint8 RGB -> HxW uint8 mask with values 0 (skin) / 1 (lesion), at the input's resolution.
 
         ``name`` (e.g. the file the image came from) labels errors (default "image")."""
-        check_image(image, what=name or "image")
+        check_image(image, what=shown(name or "image"))
         return self.predict_batch([image], threshold, names=[name or "image"])[0]
 
     # -- lifecycle -------------------------------------------------------------------------------------------------

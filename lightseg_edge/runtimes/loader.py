@@ -7,7 +7,8 @@ source                                  auto runtime
 ======================================  ===================================================================
 export folder (``manifest.json``)       tensorrt if the folder has an engine, TensorRT and a CUDA binding are
                                         installed and the device is not ``cpu``; else onnxruntime on the
-                                        artifact ``precision`` selects (fp32 by default)
+                                        artifact ``precision`` selects (by default the export's headline
+                                        precision, the lowest it holds: what its folder is named after)
 ``.onnx`` file                          onnxruntime (preprocessing from the manifest beside it, or the
                                         ``preprocess=`` option)
 ``.plan`` / ``.engine`` file            tensorrt (preprocessing from the manifest beside it, or
@@ -41,7 +42,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from .._hashing import check_sha256, is_regular_file, sha256_file, shown
+from .._hashing import brief_repr, check_sha256, is_regular_file, sha256_file, shown
 from .._optional import is_available
 from ..errors import CheckpointError, InvalidInputError
 from ..export.manifest import weights_file
@@ -102,6 +103,15 @@ def _input_spec_option(value: Any) -> Optional[InputSpec]:
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"input_spec={value!r}: expected InputSpec.to_dict() keys name, shape ({exc})") from exc
     raise InvalidInputError(f"input_spec: expected an InputSpec or dict, got {type(value).__name__}")
+
+
+def _check_model_option(man: DeployManifest, options: Dict[str, Any]) -> None:
+    """``model=`` (``--model``) is for files that do not record their model; an export does, and a different name is
+    a mix-up (another model's folder?), not something to ignore."""
+    model = options.get("model")
+    if model is not None and model != man.model:
+        raise InvalidInputError(f"model={brief_repr(model, 80)} contradicts {man.path}, which records model {man.model!r}; "
+                                f"leave model= (--model) out for an export")
 
 
 def _precision(value: Any, default: Optional[str] = None) -> Optional[Precision]:
@@ -167,7 +177,6 @@ def _from_checkpoint(path: Path, device: Optional[str], options: Dict[str, Any])
     from .._optional import require
 
     require("torch", purpose="loading a PyTorch checkpoint")
-    from ..models import create_model
     from ..models._weights import load_torch_file
 
     obj = load_torch_file(path, "checkpoint")
@@ -179,9 +188,22 @@ def _from_checkpoint(path: Path, device: Optional[str], options: Dict[str, Any])
         raise CheckpointError(f"{path}: this file does not record its model (no 'config' entry); pass model=NAME (see lightseg_edge.list_models())")
     pre = _preprocess_option(options.get("preprocess"))
     if pre is None and isinstance(obj.get("preprocess"), dict):
-        pre = PreprocessConfig.from_dict(obj["preprocess"])
-    model = create_model(name, checkpoint=path)
-    return _torch_model(model, pre, device, options, source=str(path))
+        try:
+            pre = PreprocessConfig.from_dict(obj["preprocess"])
+        except (KeyError, TypeError, ValueError) as exc:  # the file's record, not the user's option: name the file
+            raise CheckpointError(f"{shown(path)}: its 'preprocess' record is invalid ({exc}); pass preprocess=PreprocessConfig(...)") from None
+    return _torch_model(_model_from(name, path), pre, device, options, source=str(path))
+
+
+def _model_from(name: Any, path: Path) -> Any:
+    """The zoo model ``name`` with the weights in ``path``; an unknown name (often one the file records) names the file."""
+    from ..errors import UnknownModelError
+    from ..models import create_model
+
+    try:
+        return create_model(name, checkpoint=path)
+    except UnknownModelError as exc:
+        raise UnknownModelError(f"{shown(path)}: {exc}") from None
 
 
 def _from_safetensors(path: Path, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
@@ -199,10 +221,7 @@ def _from_safetensors(path: Path, device: Optional[str], options: Dict[str, Any]
             raise CheckpointError(f"{path}: cannot read safetensors header ({type(exc).__name__}: {exc})") from exc
     if not name:
         raise CheckpointError(f"{path}: safetensors weights do not name their model; pass model=NAME (see lightseg_edge.list_models())")
-    from ..models import create_model
-
-    model = create_model(name, checkpoint=path)
-    return _torch_model(model, _preprocess_option(options.get("preprocess")), device, options, source=str(path))
+    return _torch_model(_model_from(name, path), _preprocess_option(options.get("preprocess")), device, options, source=str(path))
 
 
 def _from_registry(name: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
@@ -242,6 +261,7 @@ def _shipped_weights_match(man: DeployManifest) -> None:
 
 def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
     man = read_deploy_manifest(folder)
+    _check_model_option(man, options)
     precision = _precision(options.get("precision"))
     if runtime == "auto":
         runtime = _pick_folder_runtime(man, device, precision)
@@ -264,7 +284,7 @@ def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dic
         return _trt(art.path, pre, spec, device, Precision(art.precision or (precision.value if precision else "fp16")), options,
                     sha256=art.sha256 if verify else None, built_with=man.tensorrt)
     if runtime == "onnxruntime":
-        prec = precision or Precision.FP32
+        prec = precision or Precision(man.headline)
         art = man.artifacts.get(prec.value)
         if art is None:
             have = [k for k in ONNX_VARIANTS if k in man.artifacts]
@@ -304,6 +324,8 @@ def _from_file(path: Path, runtime: str, device: Optional[str], options: Dict[st
         return (_from_safetensors if suffix in SAFETENSORS_SUFFIXES else _from_checkpoint)(path, device, options)
     found = find_manifest_for(path)
     man, art = found if found else (None, None)
+    if man is not None:
+        _check_model_option(man, options)
     pre = _resolve_preprocess(path, man.preprocess if man else None, options)
     spec = _input_spec_option(options.get("input_spec")) or (man.input_spec if man else None)
     if kind == "onnxruntime":
@@ -339,6 +361,8 @@ def load_predictor(source: Source, runtime: Union[str, Runtime] = "auto", device
             return _torch_model(source, _preprocess_option(options.get("preprocess")), device, options, source=type(source).__name__)
         raise InvalidInputError(f"source: expected a path, a registry model name or a model object, got {type(source).__name__}")
 
+    if not str(source).strip():  # Path("") is the current folder
+        raise InvalidInputError("source: expected a path, a registry model name or a model object, got an empty string")
     path = Path(source)
     if path.is_dir():
         return _from_folder(path, rt, device, options)

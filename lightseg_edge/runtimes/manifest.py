@@ -44,6 +44,15 @@ class DeployManifest:
     def path(self) -> Path:
         return self.folder / MANIFEST_NAME
 
+    @property
+    def headline(self) -> str:
+        """The precision the export was made for, the one its folder is named after (``ucmnet-256-fp16``): the lowest
+        ONNX precision it holds, as its engine is built from that one."""
+        for precision in ("int8", "fp16"):
+            if precision in self.artifacts:
+                return precision
+        return "fp32"
+
     def artifact_for(self, path: Union[str, Path]) -> Optional[Artifact]:
         """The artifact entry whose file is ``path`` (None when the manifest does not list it)."""
         target = Path(path).resolve()

@@ -21,7 +21,7 @@ import numpy as np
 from .._optional import require
 from ..errors import BackendUnavailableError, InvalidInputError
 from ..types import InputSpec, Precision, PreprocessConfig, Runtime
-from .base import DEFAULT_THRESHOLD, BasePredictor
+from .base import DEFAULT_THRESHOLD, BasePredictor, check_threads
 
 PROVIDER_ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -97,6 +97,8 @@ class OnnxRuntimePredictor(BasePredictor):
         if not path.is_file():
             raise InvalidInputError(f"{path}: ONNX file not found")
         available = list(ort.get_available_providers())
+        if isinstance(providers, str):  # one provider's name, not a sequence of one-letter names
+            providers = [providers]
         requested = list(providers) if providers is not None else providers_for_device(device, available)
         names, prov_opts = resolve_providers(requested, available, cache_dir)
 
@@ -104,10 +106,9 @@ class OnnxRuntimePredictor(BasePredictor):
         if graph_optimization_level not in OPT_LEVELS:
             raise InvalidInputError(f"graph_optimization_level {graph_optimization_level!r}: expected one of {', '.join(OPT_LEVELS)}")
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[graph_optimization_level])
+        threads = check_threads(threads, low=0)  # 0: ONNX Runtime's default
         if threads is not None:
-            if int(threads) < 0:
-                raise InvalidInputError(f"threads must be >= 0 (0 = ONNX Runtime's default), got {threads}")
-            so.intra_op_num_threads = int(threads)
+            so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1  # one single-input graph: inter-op parallelism only adds threads
         so.log_severity_level = 3  # errors only; the provider fallback check below reports what matters
         try:

@@ -17,7 +17,7 @@ import numpy as np
 from .._optional import require
 from ..errors import BackendUnavailableError, InvalidInputError
 from ..types import InputSpec, Precision, PreprocessConfig, Runtime
-from .base import DEFAULT_THRESHOLD, BasePredictor
+from .base import DEFAULT_THRESHOLD, BasePredictor, check_threads
 
 _GRAPH_WARMUP = 3  # eager iterations on a side stream before capture, as the torch CUDA-graph docs require
 
@@ -60,8 +60,9 @@ class PyTorchPredictor(BasePredictor):
             raise BackendUnavailableError(f"precision='fp16' (autocast) needs a CUDA device, got {dev}; use precision='fp32' on CPU or an fp16 ONNX with onnxruntime")
         if cuda_graph and dev.type != "cuda":
             raise BackendUnavailableError(f"cuda_graph=True needs a CUDA device, got {dev}")
+        threads = check_threads(threads)
         if threads is not None:
-            torch.set_num_threads(int(threads))  # process-wide in PyTorch: documented in load_predictor
+            torch.set_num_threads(threads)  # process-wide in PyTorch: documented in load_predictor
         if preprocess is None:
             cfg = getattr(model, "cfg", None)
             if cfg is None or not hasattr(cfg, "preprocess"):

@@ -18,6 +18,8 @@ def resolve_device(name: str) -> torch.device:
         dev = torch.device(name)
     except RuntimeError as exc:
         raise LightsegError(f"--device: expected auto, cpu, cuda or cuda:N, got {name!r}") from exc
+    if dev.type not in ("cpu", "cuda"):  # torch knows mps, xpu, meta...: none is supported (or present) here
+        raise LightsegError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LightsegError(f"--device {name}: PyTorch sees no CUDA device here (torch {torch.__version__}); use --device cpu")
     return dev

@@ -15,14 +15,16 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch.utils.data import DataLoader
 
-from .._atomic import check_output_dir, make_dir, write_bytes_atomic, write_text_atomic
+from .._atomic import check_output_dir, make_dir, remove_stale_temporaries, write_bytes_atomic, write_text_atomic
 from ..data.augment import Augmentation
 from ..data.dataset import EpochShuffle, SegmentationDataset, subset
 from ..data.layouts import Sample, list_samples
 from ..errors import CheckpointError, LightsegError
 from ..export.config import check_img_size
+from .._hashing import brief_repr
 from ..models import create_model, get_model_config
-from ..types import PreprocessConfig, TrainPrecision
+from ..models._weights import fit_summary
+from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import autocast, keep_dilated_convs_fp32, resolve_device
 from .losses import LOSSES, group_loss
@@ -59,16 +61,24 @@ class TrainConfig:
         positive = ("epochs", "batch_size", "lr", "img_size", "max_train_images", "max_val_images", "threads", "checkpoint_minutes", "low_res")
         for name in positive:
             value = getattr(self, name)
-            if value is not None and not value > 0:
-                raise LightsegError(f"{name}: expected a positive number, got {value!r}")
-        for name in ("workers", "patience", "max_minutes", "low_res_epochs"):
+            if value is not None and not 0 < value < math.inf:  # nan and inf fail too: an lr of inf trains nan weights
+                raise LightsegError(f"{name}: expected a positive finite number, got {value!r}")
+        for name in ("workers", "seed", "patience", "max_minutes", "low_res_epochs"):
             value = getattr(self, name)
             if value is not None and not value >= 0:
                 raise LightsegError(f"{name}: expected a number >= 0, got {value!r}")
-        stride = get_model_config(self.model).stride  # an unknown model fails here, listing the known ones
+        for name, high in (("threads", MAX_THREADS), ("workers", MAX_WORKERS), ("seed", MAX_SEED), ("batch_size", MAX_BATCH)):
+            value = getattr(self, name)
+            if value is not None and value > high:  # the CLI's bounds (cli._common), for callers of the API too
+                raise LightsegError(f"{name}: expected at most {high}, got {value!r}")
+        mcfg = get_model_config(self.model)  # an unknown model fails here, listing the known ones
         for flag, size in (("--img-size", self.img_size), ("--progressive", self.low_res)):
             if size is not None:
-                check_img_size(size, self.model, stride, flag)
+                check_img_size(size, self.model, mcfg.stride, flag, mcfg.min_size)
+        full = self.img_size or mcfg.input_size[0]
+        if self.low_res is not None and self.low_res >= full:
+            raise LightsegError(f"--progressive {self.low_res}: progressive resizing trains below the full size {full}; "
+                                f"give a smaller SIZE or leave --progressive out")
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,13 @@ def _plot_curves(path: Path, history: List[dict]) -> None:
     write_bytes_atomic(path, png.getvalue())
 
 
+def _check_out_outside_data(out: Path, samples: Tuple[List[Sample], List[Sample]]) -> None:
+    """--out must not be a folder the dataset is read from: curves.png there would become a case without a mask."""
+    folders = {p.parent.resolve() for group in samples for s in group for p in (s.image, s.mask) if p is not None}
+    if out.resolve() in folders:
+        raise LightsegError(f"--out {out}: this folder holds the dataset's images or masks; write the run elsewhere (e.g. runs/<model>)")
+
+
 def _samples(cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
     """The train and val samples: listing them is cheap, so a bad --data fails before anything is created."""
     return subset(list_samples(cfg.data, "train"), cfg.max_train_images), subset(list_samples(cfg.data, "val"), cfg.max_val_images)
@@ -191,16 +208,25 @@ class _Clock:
 
 def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> Tuple[_Progress, List[dict], dict]:
     ck = load_checkpoint(path)
-    if ck["config"]["model"] != cfg.model:
-        raise CheckpointError(f"{path}: checkpoint is for model {ck['config']['model']!r}, not {cfg.model!r}")
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["optimizer"])
-    sched.load_state_dict(ck["scheduler"])
-    if "scaler" in ck and scaler.is_enabled():
-        scaler.load_state_dict(ck["scaler"])
-    torch.set_rng_state(ck["torch_rng"])
-    start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
-    part = _Progress(**ck["partial"]) if ck.get("partial", {}).get("epoch") == start else _Progress(start)
+    recorded = ck["config"].get("model") if isinstance(ck.get("config"), dict) else None
+    if recorded != cfg.model:
+        raise CheckpointError(f"{path}: checkpoint is for model {brief_repr(recorded, 80)}, not {cfg.model!r}")
+    try:
+        problem = fit_summary(model.state_dict(), ck["model"])
+        if problem:
+            raise CheckpointError(f"{path}: its weights do not fit {cfg.model!r}: {problem}")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        if "scaler" in ck and scaler.is_enabled():
+            scaler.load_state_dict(ck["scaler"])
+        torch.set_rng_state(ck["torch_rng"])
+        start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
+        part = _Progress(**ck["partial"]) if ck.get("partial", {}).get("epoch") == start else _Progress(start)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        # A best.pt copied over last.pt, a file from an older version: not resumable, and torch's text is a key list
+        raise CheckpointError(f"{path}: not a resumable last.pt ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
+                              f"start a new run in another --out, or restore the run's own last.pt") from None
     t_max = min(recipe.t_max, cfg.epochs)
     if sched.T_max != t_max:
         # --epochs changed on resume: continue on the new cosine from the closed-form LR at this epoch
@@ -265,11 +291,17 @@ def train(cfg: TrainConfig) -> TrainResult:
     last_path, best_path = out / "last.pt", out / "best.pt"
     if not cfg.resume and (last_path.exists() or best_path.exists()):
         raise LightsegError(f"{out}: already holds a training run (last.pt/best.pt); pass --resume to continue it, or another --out")
+    if cfg.resume and best_path.exists() and not last_path.exists():
+        # Nothing to resume from, and a fresh run would overwrite the finished run's best.pt with its first epoch
+        raise CheckpointError(f"{out}: --resume needs last.pt, but only best.pt is there (a finished or copied run); "
+                              f"train into another --out, or move best.pt away to start over")
     device = resolve_device(cfg.device)
     precision = TrainPrecision(cfg.precision)
     autocast(device, precision)  # refuses fp16 on CPU before any image is decoded
     samples = _samples(cfg)
+    _check_out_outside_data(out, samples)
     make_dir(out, "--out")
+    remove_stale_temporaries(out)  # what a killed run's atomic writes left behind
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

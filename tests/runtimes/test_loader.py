@@ -30,10 +30,15 @@ def folder_copy(export_dir, tmp_path) -> Path:
 
 
 # -- export folders -----------------------------------------------------------------------------------------------
-def test_export_folder_defaults_to_fp32_onnx(export_dir, sample_images):
-    with load_predictor(export_dir, device="cpu") as p:
-        assert p.runtime is Runtime.ONNXRUNTIME and p.precision.value == "fp32"
-        assert Path(p.source).name == "model.onnx"
+@pytest.mark.parametrize("variants, headline", [(("fp32",), "fp32"), (("fp32", "fp16"), "fp16"), (("fp32", "fp16", "int8"), "int8")])
+def test_export_folder_runs_its_headline_precision_by_default(folder_copy, sample_images, variants, headline):
+    """A folder exported with --fp16 (named ...-fp16) runs its fp16 graph unless told otherwise, as its engine would."""
+    man = json.loads((folder_copy / "manifest.json").read_text())
+    man["artifacts"] = {k: v for k, v in man["artifacts"].items() if k in variants}
+    (folder_copy / "manifest.json").write_text(json.dumps(man))
+    with load_predictor(folder_copy, device="cpu") as p:
+        assert p.runtime is Runtime.ONNXRUNTIME and p.precision.value == headline
+        assert Path(p.source).name == {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}[headline]
         assert p.predict(sample_images[0]).shape == sample_images[0].shape[:2]
 
 
@@ -60,7 +65,7 @@ def test_truncated_artifact_is_caught_by_its_sha256(folder_copy):
     data = (folder_copy / "model.onnx").read_bytes()
     (folder_copy / "model.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(ManifestError, match=r"model.onnx: sha256 .* does not match the manifest"):
-        load_predictor(folder_copy)
+        load_predictor(folder_copy, precision="fp32")
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -91,7 +96,7 @@ def test_folder_without_manifest(tmp_path):
 
 
 def test_pytorch_runtime_on_a_folder_uses_the_exported_weights(export_dir, sample_images):
-    with load_predictor(export_dir, runtime="pytorch", device="cpu") as pt, load_predictor(export_dir, device="cpu") as ort_p:
+    with load_predictor(export_dir, runtime="pytorch", device="cpu") as pt, load_predictor(export_dir, precision="fp32", device="cpu") as ort_p:
         assert pt.runtime is Runtime.PYTORCH
         np.testing.assert_allclose(pt.predict_proba(sample_images[0]), ort_p.predict_proba(sample_images[0]), atol=1e-4)
 
