@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
+import numpy as np
 import pytest
+
+# A real training run, as small as it gets (two images, one epoch at 64x64, one thread).
+TRAIN_TINY = ["--max-train-images", "2", "--max-val-images", "2", "--epochs", "1", "--img-size", "64", "--batch-size", "2",
+              "--threads", "1", "--no-progress", "--device", "cpu"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,23 @@ def snapshot(folder: Path) -> Dict[str, str]:
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_onnx(path: Path, h: object = 32, w: object = 32) -> Path:
+    """A valid one-node ONNX (1x1 conv, 3 -> 1 channels) taking N x 3 x h x w; h and w may be symbolic names."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.01, np.float32), "w")
+    bias = numpy_helper.from_array(np.zeros(1, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, h, w])], [weight, bias])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # loadable by every onnxruntime the project supports
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+

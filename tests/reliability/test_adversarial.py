@@ -25,7 +25,7 @@ from typing import Callable, Dict, List
 import cv2
 import numpy as np
 import pytest
-from reliability_helpers import assert_one_line_error, run_main, snapshot
+from reliability_helpers import TRAIN_TINY, assert_one_line_error, run_main, snapshot, tiny_onnx
 
 from lightseg_edge import create_model, load_predictor
 from lightseg_edge.cli import bench, predict
@@ -39,38 +39,6 @@ from lightseg_edge.errors import DataError, ExportConfigError, InvalidInputError
 from lightseg_edge.export import ExportConfig, export
 
 HW = 32
-TRAIN_TINY = ["--max-train-images", "2", "--max-val-images", "1", "--epochs", "1", "--img-size", "64", "--batch-size", "2",
-              "--threads", "1", "--no-progress", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _tiny_onnx(path: Path, h: object = HW, w: object = HW) -> Path:
-    """A valid one-node ONNX (1x1 conv, 3 -> 1 channels) taking N x 3 x h x w; h and w may be symbolic names."""
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    w_ = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.01, np.float32), "w")
-    b_ = numpy_helper.from_array(np.zeros(1, np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])], "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, h, w])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, h, w])], [w_, b_])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
-
 
 def _write_manifest(folder: Path, artifacts: Dict[str, str], **preprocess) -> None:
     from lightseg_edge._hashing import sha256_file
@@ -90,7 +58,7 @@ def _write_manifest(folder: Path, artifacts: Dict[str, str], **preprocess) -> No
 def export_dir(tmp_path_factory) -> Path:
     """An export folder: model.onnx (fp32) and a copy listed as its fp16 artifact."""
     folder = tmp_path_factory.mktemp("adv") / "export"
-    _tiny_onnx(folder / "model.onnx")
+    tiny_onnx(folder / "model.onnx")
     shutil.copy(folder / "model.onnx", folder / "model.fp16.onnx")
     _write_manifest(folder, {"fp32": "model.onnx", "fp16": "model.fp16.onnx"})
     return folder
@@ -439,7 +407,7 @@ API_CASES = [
      InvalidInputError, ["std", "non-zero"]),
     ("preprocess std nan", lambda p, t: load_predictor(p.source, preprocess={"size": [HW, HW], "mode": "meanstd", "std": [float("nan"), 1, 1]}),
      InvalidInputError, ["std", "finite"]),
-    ("dynamic graph, huge size", lambda p, t: load_predictor(_tiny_onnx(t / "dyn.onnx", "H", "W"), preprocess={"size": [300000, 300000], "mode": "scale"}),
+    ("dynamic graph, huge size", lambda p, t: load_predictor(tiny_onnx(t / "dyn.onnx", "H", "W"), preprocess={"size": [300000, 300000], "mode": "scale"}),
      InvalidInputError, ["300000", "1..4096"]),
     ("pytorch threads=0", lambda p, t: load_predictor("ucmnet", threads=0), InvalidInputError, ["threads=0", "1..256"]),
     ("pytorch threads='x'", lambda p, t: load_predictor("ucmnet", threads="x"), InvalidInputError, ["threads='x'"]),

@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 import pytest
-from reliability_helpers import assert_one_line_error, run_main, snapshot
+from reliability_helpers import TRAIN_TINY, assert_one_line_error, run_main, snapshot
 
 import lightseg_edge._atomic as atomic
 from lightseg_edge import create_model, load_predictor
@@ -29,20 +29,6 @@ from lightseg_edge.cli._common import run_cli
 from lightseg_edge.data.overlay import draw_contours
 from lightseg_edge.errors import InvalidInputError, LightsegError, UnknownModelError
 from lightseg_edge.models._weights import WEIGHTS_DIR
-
-TRAIN_TINY = ["--max-train-images", "2", "--max-val-images", "2", "--epochs", "1", "--img-size", "64", "--batch-size", "2",
-              "--threads", "1", "--no-progress", "--device", "cpu"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Two shared cores and a training job beside us: one thread is the fastest."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

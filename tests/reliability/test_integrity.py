@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 import pytest
-from reliability_helpers import assert_one_line_error, run_main, snapshot
+from reliability_helpers import assert_one_line_error, run_main, snapshot, tiny_onnx
 
 from lightseg_edge.errors import DataError, InvalidInputError, ManifestError
 
@@ -32,23 +32,6 @@ ZEROS = "0" * 64
 # ---------------------------------------------------------------------------------------------------------------------
 # a tiny export folder: a one-node ONNX (1x1 conv) and a manifest written by the real writer
 # ---------------------------------------------------------------------------------------------------------------------
-def _tiny_onnx(path: Path) -> Path:
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = numpy_helper.from_array(np.full((1, 3, 1, 1), 0.01, np.float32), "w")
-    b = numpy_helper.from_array(np.zeros(1, np.float32), "b")
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])], "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, *HW])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, *HW])], [w, b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8  # loadable by every onnxruntime the project supports
-    onnx.save(model, str(path))
-    return path
-
-
 def _manifest(folder: Path, weights: Dict) -> Dict:
     from lightseg_edge._hashing import sha256_file
 
@@ -93,7 +76,7 @@ def template(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny") / "export"
     folder.mkdir()
-    _tiny_onnx(folder / "model.onnx")
+    tiny_onnx(folder / "model.onnx")
     _weights_into(folder / "weights.safetensors")
     write_manifest(folder, _manifest(folder, {"source": "weights.safetensors", "sha256": sha256_file(folder / "weights.safetensors")}))
     return folder
