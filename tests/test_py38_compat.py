@@ -40,6 +40,7 @@ TARGETS = (
     "types.py",
     "errors.py",
     "_optional.py",
+    "_progress.py",
     "__init__.py",
     "_version.py",
     "bench/environment.py",

@@ -12,7 +12,7 @@ ONNX file, or PyTorch not in the run) the delta is left empty rather than taken 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,8 +34,12 @@ def select_samples(data: str, split: str = "test", max_images: Optional[int] = N
     return samples
 
 
-def evaluate(predictor: Any, samples: Sequence[Sample], data: str = "", split: str = "", batch: Optional[int] = None) -> AccuracyStats:
-    """Score ``predictor`` on ``samples`` (images and masks read one batch at a time, so memory stays flat)."""
+def evaluate(predictor: Any, samples: Sequence[Sample], data: str = "", split: str = "", batch: Optional[int] = None,
+             on_progress: Optional[Callable[[int, int], None]] = None) -> AccuracyStats:
+    """Score ``predictor`` on ``samples`` (images and masks read one batch at a time, so memory stays flat).
+
+    ``on_progress(images scored, total)`` is called before the first batch and after each one: scoring a full test
+    split takes minutes, and the caller shows how far it got."""
     if not samples:
         raise DataError(f"{data}: no samples to evaluate in split {split!r}")
     pre = predictor.preprocess_config
@@ -44,6 +48,8 @@ def evaluate(predictor: Any, samples: Sequence[Sample], data: str = "", split: s
     static = getattr(predictor, "static_batch_size", None)
     step = static or batch or 1
     acc = MetricAccumulator()
+    report = on_progress or (lambda done, total: None)
+    report(0, len(samples))
     for start in range(0, len(samples), step):
         group = samples[start:start + step]
         x = preprocess_batch([read_image(s.image) for s in group], pre)
@@ -54,6 +60,7 @@ def evaluate(predictor: Any, samples: Sequence[Sample], data: str = "", split: s
         for s, lg in zip(group, logits):
             gt = resize_mask(read_mask(s.mask), hw)
             acc.update(proba_to_mask(logits_to_proba(lg, hw), threshold), gt)
+        report(start + k, len(samples))
     m = acc.compute()
     return AccuracyStats(images=int(m["images"]), mdice=m["mdice"], miou=m["miou"], dice_star=m["dice_star"], iou_star=m["iou_star"],
                          split=split, data=str(data), resolution=hw)

@@ -15,7 +15,7 @@ import datetime
 import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from .timing import TimingConfig, time_compute, time_end_to_end
 
 KINDS = ("model", "onnx", "engine", "export-dir")
 RUNTIMES = ("pytorch", "onnxruntime", "tensorrt")
+AccuracyProgress = Optional[Callable[[int, int], None]]
 E2E_IMAGE_HW = (512, 512)  # the shared ISIC 2018 copy's size; real --data images are used instead when given
 
 
@@ -274,7 +275,7 @@ def _process_info() -> Dict[str, Any]:
     return {"pid": os.getpid(), "torch_imported": "torch" in sys.modules, "python": sys.version.split()[0]}
 
 
-def _accuracy(predictor: Any, job: Job, rows: List[BenchResult]) -> List[BenchResult]:
+def _accuracy(predictor: Any, job: Job, rows: List[BenchResult], on_progress: AccuracyProgress = None) -> List[BenchResult]:
     if not job.data or not any(r.ok for r in rows):
         return rows
     if not job.accuracy:
@@ -283,15 +284,16 @@ def _accuracy(predictor: Any, job: Job, rows: List[BenchResult]) -> List[BenchRe
 
     try:
         samples = select_samples(job.data, job.split, job.max_images)
-        acc = evaluate(predictor, samples, data=job.data, split=job.split)
+        acc = evaluate(predictor, samples, data=job.data, split=job.split, on_progress=on_progress)
     except Exception as exc:  # noqa: BLE001 - accuracy failing must not discard the latency rows
         note = f"accuracy failed: {type(exc).__name__}: {str(exc).strip()[:300]}"
         return [r.with_(accuracy_note=note) if r.ok else r for r in rows]
     return [r.with_(accuracy=acc) if r.ok else r for r in rows]
 
 
-def run_job(job: Job, environment: Optional[Dict[str, Any]] = None) -> List[BenchResult]:
-    """Measure ``job`` in this process. Never raises for a backend problem: those become skipped/failed rows."""
+def run_job(job: Job, environment: Optional[Dict[str, Any]] = None, on_accuracy: AccuracyProgress = None) -> List[BenchResult]:
+    """Measure ``job`` in this process. Never raises for a backend problem: those become skipped/failed rows.
+    ``on_accuracy(images scored, total)`` follows the accuracy step, the one that can take minutes."""
     from .memory import tegrastats_path
 
     if job.threads is not None and job.runtime == "pytorch":
@@ -316,7 +318,7 @@ def run_job(job: Job, environment: Optional[Dict[str, Any]] = None) -> List[Benc
                     rows.append(measure_batch(predictor, job, b, load_mem, facts, probe, tegra))
                 except Exception as exc:  # noqa: BLE001 - one batch size failing (e.g. out of memory) keeps the others
                     rows += rows_for_failure(replace(job, batches=(b,)), exc, f"batch {b}")
-            rows = _accuracy(predictor, job, rows)
+            rows = _accuracy(predictor, job, rows, on_accuracy)
         finally:
             predictor.close()
         return rows

@@ -14,16 +14,21 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from .._progress import format_duration, progress_bar
 from ..errors import LightsegError
 from .accuracy import add_deltas
-from .jobs import RUNTIMES, Job, base_row, rows_for_failure, run_job
+from .jobs import RUNTIMES, AccuracyProgress, Job, base_row, rows_for_failure, run_job
 from .records import BenchReport, BenchResult, ClaimCheck, results_from_dicts
+from .worker import parse_progress_line
 
 Progress = Optional[Callable[[str], None]]
 DEFAULT_JOB_TIMEOUT_S = 3600.0
+_READER_JOIN_S = 10.0
 _PRECISION_ORDER = ("fp32", "fp16", "int8")
 
 
@@ -40,7 +45,40 @@ def _last_error_line(stderr: str) -> str:
     return lines[-1][:400] if lines else "no output"
 
 
-def run_isolated(job: Job, timeout: Optional[float] = DEFAULT_JOB_TIMEOUT_S, environment: Optional[Dict[str, Any]] = None) -> List[BenchResult]:
+def _read_stderr(stream: IO[str], kept: List[str], on_progress: AccuracyProgress) -> None:
+    """Every line of the worker's stderr: progress lines to ``on_progress``, the others into ``kept``."""
+    for line in stream:
+        counts = parse_progress_line(line)
+        if counts is None:
+            kept.append(line)
+        elif on_progress is not None:
+            try:
+                on_progress(*counts)
+            except Exception:  # noqa: BLE001 - a display problem must not stop the reading: the worker would block on a full pipe
+                on_progress = None
+
+
+def _run_worker(cmd: List[str], env: Dict[str, str], timeout: Optional[float], on_progress: AccuracyProgress) -> Tuple[int, str]:
+    """(exit code, stderr) of the worker process, its progress lines passed to ``on_progress`` as they come.
+    subprocess.TimeoutExpired after ``timeout`` seconds; the worker never outlives this call."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True, encoding="utf-8", errors="replace")
+    kept: List[str] = []
+    reader = threading.Thread(target=_read_stderr, args=(proc.stderr, kept, on_progress), daemon=True)
+    reader.start()
+    try:
+        proc.wait(timeout)
+    except BaseException:  # the timeout, or Ctrl-C / SIGTERM of the run
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        reader.join(_READER_JOIN_S)  # bounded: a grandchild may hold the pipe open
+        proc.stderr.close()
+    return proc.returncode, "".join(kept)
+
+
+def run_isolated(job: Job, timeout: Optional[float] = DEFAULT_JOB_TIMEOUT_S, environment: Optional[Dict[str, Any]] = None,
+                 on_accuracy: AccuracyProgress = None) -> List[BenchResult]:
     """``job`` in a fresh ``python -m lightseg_edge.bench.worker`` process."""
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
@@ -50,24 +88,49 @@ def run_isolated(job: Job, timeout: Optional[float] = DEFAULT_JOB_TIMEOUT_S, env
     with tempfile.TemporaryDirectory(prefix="lightseg-bench-job-") as work:
         job_path, out_path = os.path.join(work, "job.json"), os.path.join(work, "rows.json")
         with open(job_path, "w", encoding="utf-8") as f:
-            json.dump({"job": job.to_dict(), "environment": environment}, f)
+            json.dump({"job": job.to_dict(), "environment": environment, "progress": on_accuracy is not None}, f)
         cmd = [sys.executable, "-m", "lightseg_edge.bench.worker", job_path, out_path]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+            code, stderr = _run_worker(cmd, env, timeout, on_accuracy)
         except subprocess.TimeoutExpired:
             return [base_row(job, b, "failed", f"timed out after {timeout:.0f} s (the worker process was stopped)") for b in job.batches]
-        if proc.returncode == 0 and os.path.isfile(out_path):
+        if code == 0 and os.path.isfile(out_path):
             with open(out_path, encoding="utf-8") as f:
                 return results_from_dicts(json.load(f))
-        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
-        return [base_row(job, b, "failed", f"worker process ended with {how}: {_last_error_line(proc.stderr)}") for b in job.batches]
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        return [base_row(job, b, "failed", f"worker process ended with {how}: {_last_error_line(stderr)}") for b in job.batches]
 
 
-def run_in_process(job: Job, environment: Optional[Dict[str, Any]] = None) -> List[BenchResult]:
+def run_in_process(job: Job, environment: Optional[Dict[str, Any]] = None, on_accuracy: AccuracyProgress = None) -> List[BenchResult]:
     try:
-        return run_job(job, environment)
+        return run_job(job, environment, on_accuracy)
     except Exception as exc:  # noqa: BLE001 - a bug in one job's path still leaves a row, and the run goes on
         return rows_for_failure(job, exc, "run")
+
+
+class _AccuracyBar:
+    """One job's accuracy step as a bar with ETA, opened at its first report (when the number of images is known)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.bar = progress_bar(total, f"accuracy {self.label}")
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _job_line(i: int, n: int, job: Job, elapsed: float) -> str:
+    """``[k/n] <job>``, the run's elapsed time and, from the mean of the jobs done so far, an ETA for the rest."""
+    eta = f", ETA {format_duration(elapsed / (i - 1) * (n - i + 1))}" if i > 1 else ""
+    return f"[{i}/{n}] {job.label} (batch {','.join(map(str, job.batches))})  elapsed {format_duration(elapsed)}{eta}"
 
 
 def _summary(rows: Sequence[BenchResult]) -> str:
@@ -82,12 +145,20 @@ def _summary(rows: Sequence[BenchResult]) -> str:
 
 def run_jobs(jobs: Sequence[Job], isolate: bool = True, timeout: Optional[float] = DEFAULT_JOB_TIMEOUT_S,
              environment: Optional[Dict[str, Any]] = None, progress: Progress = None,
-             on_rows: Optional[Callable[[List[BenchResult], int], None]] = None) -> List[BenchResult]:
-    """Every job in turn; ``on_rows(rows so far, jobs left)`` after each, so a run cut short keeps what it measured."""
+             on_rows: Optional[Callable[[List[BenchResult], int], None]] = None,
+             clock: Callable[[], float] = time.monotonic) -> List[BenchResult]:
+    """Every job in turn; ``on_rows(rows so far, jobs left)`` after each, so a run cut short keeps what it measured.
+    With ``progress``, each job is announced with the run's elapsed time and ETA, and its accuracy step shows a bar."""
     out: List[BenchResult] = []
+    start = clock()
     for i, job in enumerate(jobs, 1):
-        _say(progress, f"[{i}/{len(jobs)}] {job.label} (batch {','.join(map(str, job.batches))})")
-        rows = run_isolated(job, timeout, environment) if isolate else run_in_process(job, environment)
+        _say(progress, _job_line(i, len(jobs), job, clock() - start))
+        bar = _AccuracyBar(job.label) if progress is not None else None
+        try:
+            rows = run_isolated(job, timeout, environment, bar) if isolate else run_in_process(job, environment, bar)
+        finally:
+            if bar is not None:
+                bar.close()
         _say(progress, f"      {_summary(rows)}")
         out += rows
         if on_rows is not None:

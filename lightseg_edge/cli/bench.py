@@ -119,8 +119,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
         require("matplotlib", extra="bench", purpose="--plot")
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Everything that can be wrong with the arguments, before any model is loaded or measured."""
+def _check_args(args: argparse.Namespace) -> Optional[str]:
+    """Everything that can be wrong with the arguments, before any model is loaded or measured; the line naming the
+    accuracy data, when there is some."""
     from ..errors import InvalidInputError
 
     if args.weights is not None and not args.model:
@@ -130,20 +131,23 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InvalidInputError(f"{flag} {value} chooses the accuracy images: it needs --data DIR")
     _check_outputs(args)
     if args.data:
-        _check_data(args.data, DEFAULT_SPLIT if args.split is None else args.split, args.max_images)
+        return _check_data(args.data, DEFAULT_SPLIT if args.split is None else args.split, args.max_images)
+    return None
 
 
-def _check_data(data: str, split: str, max_images: Optional[int]) -> None:
-    """A bad folder or split is an error now, not after the timing."""
+def _check_data(data: str, split: str, max_images: Optional[int]) -> str:
+    """A bad folder or split is an error now, not after the timing. Returns the line saying which images are scored."""
     from ..bench.accuracy import select_samples
+    from ..data.layouts import describe_data, detect_layout
     from ..errors import DataError, LightsegError
 
     try:
-        samples = select_samples(data, split, max_images)
+        samples = select_samples(data, split)
     except LightsegError as exc:
         raise DataError(f"--data {data} --split {split}: {exc}") from exc
     if not samples:
         raise DataError(f"--data {data} --split {split}: expected image/mask pairs in that split, found none")
+    return describe_data(data, detect_layout(data), split, min(len(samples), max_images or len(samples)), len(samples))
 
 
 def _write(report, args: argparse.Namespace) -> List[str]:
@@ -180,7 +184,7 @@ def _terminate_as_interrupt():
 
 def _run(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
-    _check_args(args)
+    data_line = _check_args(args)
     from ..bench.environment import collect_environment
     from ..bench.machine import usable_cores
     from ..bench.matrix import BenchOptions, env_summary, make_plan
@@ -194,6 +198,8 @@ def _run(argv: List[str]) -> int:
         if not args.quiet:
             print(text, file=sys.stderr, flush=True)
 
+    if data_line:
+        progress(data_line)
     timing = TimingConfig(warmup=args.warmup, iters=args.iters, min_time=args.min_time)
     runtimes, precisions, split = args.runtime, args.precision, DEFAULT_SPLIT if args.split is None else args.split
     env = collect_environment()
@@ -228,7 +234,9 @@ def _run(argv: List[str]) -> int:
                     partial_failures.append(str(exc))
 
         try:
-            rows = list(plan.rows) + run_jobs(plan.jobs, isolate=True, environment=env, progress=progress, on_rows=save_partial)
+            # progress=None when quiet: the jobs' accuracy bars are asked for only when someone reads them
+            rows = list(plan.rows) + run_jobs(plan.jobs, isolate=True, environment=env, progress=None if args.quiet else progress,
+                                              on_rows=save_partial)
             report = finish(rows, plan.models, env, settings, plan.notes, progress)
         finally:
             plan.cleanup()

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+from .._progress import progress_bar
 from ._common import (batch_size, check_model, default_data_dir, existing_dir, existing_file, img_size, output_dir, positive_int, probability,
                       run_cli, thread_count)
 
@@ -45,32 +46,50 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
                    help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")
     p.add_argument("--threads", type=thread_count)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
-def _write_outputs(out: Path, report: dict, acc, samples, ds, preds, overlays: Optional[Tuple[int, int]]) -> None:
-    """metrics.json, per_image.csv and the chosen overlays, each written atomically."""
-    from .._atomic import make_dir, remove_stale_temporaries, write_text_atomic
+def _overlay(predictor, sample, dice: float):
+    """The image at its own resolution with the predicted and true lesion outlines and a legend. The mask comes from
+    the predictor's own post-processing (logits resized to the image, then thresholded), as lightseg-predict writes it;
+    the Dice in the legend is the metric's, at network resolution, as in per_image.csv."""
+    from ..data.io import read_image, read_mask
+    from ..data.overlay import GT_COLOR, PRED_COLOR, draw_contours, draw_legend
+
+    image = read_image(sample.image)
+    drawn = draw_contours(image, predictor.predict(image, name=str(sample.image)), read_mask(sample.mask))
+    return draw_legend(drawn, [(PRED_COLOR, "prediction"), (GT_COLOR, "ground truth"), (None, f"Dice {dice:.3f}")])
+
+
+def _write_overlays(folder: Path, chosen: List[Tuple[str, float, int]], samples, predictor, progress: bool) -> None:
     from ..data.io import write_png_atomic
-    from ..data.overlay import draw_contours
+
+    with progress_bar(len(chosen), "overlays", enabled=progress) as bar:
+        for tag, d, i in chosen:
+            write_png_atomic(folder / f"{tag}_{samples[i].case_id}_dice{d:.3f}.png", _overlay(predictor, samples[i], d))
+            bar.update(1)
+
+
+def _write_outputs(out: Path, report: dict, acc, samples) -> None:
+    """metrics.json and per_image.csv, each written atomically."""
+    from .._atomic import make_dir, remove_stale_temporaries, write_text_atomic
 
     make_dir(out, "--out")
     remove_stale_temporaries(out)  # what a killed run's atomic writes left behind
     write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
-    rows = sorted(zip(acc.per_image_dice, acc.per_image_iou, range(len(samples))))
     text = io.StringIO(newline="")
     w = csv.writer(text)
     w.writerow(["case_id", "dice", "iou"])
-    w.writerows((samples[i].case_id, f"{d:.4f}", f"{j:.4f}") for d, j, i in sorted(rows, key=lambda r: r[2]))
+    w.writerows((s.case_id, f"{d:.4f}", f"{j:.4f}") for s, d, j in zip(samples, acc.per_image_dice, acc.per_image_iou))
     write_text_atomic(out / "per_image.csv", text.getvalue())
-    if overlays:
-        folder = make_dir(out / "overlays", "--out")
-        n_worst, n_best = overlays
-        chosen = [("worst", r) for r in rows[:n_worst]] + [("best", r) for r in rows[len(rows) - n_best:]]
-        for tag, (d, _, i) in chosen:
-            img = draw_contours(ds.images[i], preds[i], ds.masks[i])
-            write_png_atomic(folder / f"{tag}_{samples[i].case_id}_dice{d:.3f}.png", img)
-    print(f"wrote {out / 'metrics.json'}")
+
+
+def _chosen(acc, overlays: Tuple[int, int]) -> List[Tuple[str, float, int]]:
+    """(tag, Dice, sample index) of the ``overlays`` = (worst, best) counts of cases, by per-image Dice."""
+    ranked = sorted(zip(acc.per_image_dice, range(len(acc.per_image_dice))))
+    n_worst, n_best = overlays
+    return [("worst", d, i) for d, i in ranked[:n_worst]] + [("best", d, i) for d, i in ranked[len(ranked) - n_best:]]
 
 
 def _run(argv: List[str]) -> int:
@@ -78,12 +97,14 @@ def _run(argv: List[str]) -> int:
     import torch
     from torch.utils.data import DataLoader
 
+    from .._atomic import make_dir
     from ..data.dataset import SegmentationDataset, subset
-    from ..data.layouts import list_samples
+    from ..data.layouts import describe_data, detect_layout, list_samples
     from ..errors import DataError
     from ..export.config import check_img_size
     from ..models import create_model
     from ..models._weights import pretrained_path, sha256_file
+    from ..runtimes.pytorch_backend import PyTorchPredictor
     from ..train.metrics import MetricAccumulator
     from ..train.trainer import predict_masks
 
@@ -100,13 +121,18 @@ def _run(argv: List[str]) -> int:
         torch.set_num_threads(args.threads)
     weights = Path(args.weights) if args.weights else pretrained_path(args.model)
     model = create_model(args.model, checkpoint=weights).eval()
-    samples = subset(list_samples(args.data, None if args.split == "all" else args.split), args.max_images)
-    ds = SegmentationDataset(samples, pre)
+    layout = detect_layout(args.data)
+    available = list_samples(args.data, None if args.split == "all" else args.split, layout)
+    samples = subset(available, args.max_images)
+    print(describe_data(args.data, layout, args.split, len(samples), len(available)))
+    print(f"model: {args.model} at {pre.size[0]}x{pre.size[1]}, weights {weights}", flush=True)
+    progress = not args.no_progress
+    ds = SegmentationDataset(samples, pre, progress=progress)
     acc = MetricAccumulator()
-    preds = []
-    for pred, gt in predict_masks(model, DataLoader(ds, batch_size=args.batch_size), args.threshold):
-        acc.update(pred, gt)
-        preds.append(pred)
+    with progress_bar(len(ds), "eval", enabled=progress) as bar:
+        for pred, gt in predict_masks(model, DataLoader(ds, batch_size=args.batch_size), args.threshold):
+            acc.update(pred, gt)
+            bar.update(1)
     metrics = acc.compute()
     report = {"model": args.model, "weights": str(weights), "weights_sha256": sha256_file(weights), "data": str(args.data),
               "split": args.split, "threshold": args.threshold, "resolution": list(pre.size), "metrics": metrics}
@@ -117,7 +143,14 @@ def _run(argv: List[str]) -> int:
     print(f"  per-image Dice: p5 {metrics['dice_p5']:.4f}  p10 {metrics['dice_p10']:.4f}  median {metrics['dice_median']:.4f}  "
           f"below 0.5: {metrics['dice_below_0_5']} of {n} ({100 * metrics['dice_below_0_5'] / n:.1f}%)")
     if args.out:
-        _write_outputs(Path(args.out), report, acc, samples, ds, preds, args.overlays)
+        out = Path(args.out)
+        _write_outputs(out, report, acc, samples)
+        if args.overlays:
+            # Through the predictor, as lightseg-predict runs it: its deploy() form (after the metrics: some models'
+            # deploy() changes them in place) and its post-processing at each image's own size.
+            with PyTorchPredictor(model, preprocess=pre, device="cpu", threshold=args.threshold, source=args.model) as predictor:
+                _write_overlays(make_dir(out / "overlays", "--out"), _chosen(acc, args.overlays), samples, predictor, progress)
+        print(f"wrote {out / 'metrics.json'}")
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 from .._hashing import shown
+from .._progress import progress_bar
 from ._common import batch_size, output_dir, positive_int, probability, run_cli
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -128,11 +129,7 @@ def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, fa
     from ..data.io import read_image
     from ..errors import DataError, LightsegError
 
-    bar = None
-    if not args.no_progress and len(files) > 1:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(files), unit="img", desc="predict")
+    bar = progress_bar(len(files), "predict", enabled=not args.no_progress and len(files) > 1)
     written = 0
     step = args.batch_size
     try:
@@ -154,11 +151,9 @@ def _images(predictor, files: List[Path], out_dir: Path, names: _Names, args, fa
                     written += _write(out_dir, names(f), im, m, args.overlay, inputs)
                 except DataError as exc:  # this image's output only (a full disk is an OutputError: it stops the run)
                     failures.append(_failure(f, exc))
-            if bar is not None:
-                bar.update(len(chunk))
+            bar.update(len(chunk))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return written
 
 

@@ -214,3 +214,11 @@ def list_samples(root: PathLike, split: Optional[str] = None, layout: Optional[s
         if not samples:
             raise DataError(f"{root}: no samples in split {split!r}")
     return samples
+
+
+def describe_data(root: PathLike, layout: str, split: str, count: int, available: Optional[int] = None, what: str = "data") -> str:
+    """The one line every command prints about the data it used, in the same words everywhere: which folder (the
+    default --data is picked from the environment, so it must be named), read as which layout, which split, how many
+    images (and of how many, when only some are used)."""
+    of = f" of {available}" if available is not None and available != count else ""
+    return f"{what}: {Path(root).resolve()} ({layout} layout), split {split}: {count}{of} images"

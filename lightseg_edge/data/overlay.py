@@ -5,7 +5,7 @@ numpy + OpenCV only (no torch), Python 3.8 compatible, so it can run on the devi
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,6 +14,8 @@ from .transforms import check_image
 
 PRED_COLOR: Tuple[int, int, int] = (255, 40, 40)  # RGB: prediction in red
 GT_COLOR: Tuple[int, int, int] = (40, 255, 40)  # RGB: ground truth in green
+LEGEND_TEXT: Tuple[int, int, int] = (255, 255, 255)
+LEGEND_DIM = 0.35  # the image under the legend keeps this much of its brightness: white text reads on any skin
 
 
 def contour_thickness(shape: Tuple[int, ...]) -> int:
@@ -65,4 +67,37 @@ def draw_contours(image: np.ndarray, pred_mask: np.ndarray, gt_mask: Optional[np
     for m, color in checked:
         contours, _ = cv2.findContours(m, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(out, contours, -1, color, t)
+    return out
+
+
+def legend_font_scale(shape: Tuple[int, ...]) -> float:
+    """OpenCV font scale for a legend that reads the same on a 192 px thumbnail and a 6000 px dermoscopy image."""
+    return max(0.35, min(shape[0], shape[1]) / 700)
+
+
+def draw_legend(image: np.ndarray, entries: Sequence[Tuple[Optional[Tuple[int, int, int]], str]]) -> np.ndarray:
+    """A copy of the HxWx3 uint8 RGB ``image`` with a legend in its top-left corner: one row per (colour, label) entry,
+    a filled swatch of the colour (none for ``None``, e.g. a score) and the label in white on a dimmed background.
+
+    Labels are ASCII (OpenCV's Hershey fonts). A legend larger than the image is cut at its edges."""
+    import cv2
+
+    check_image(image)
+    rows = [(None if color is None else _check_color(color, "legend colour"), str(text)) for color, text in entries]
+    scale = legend_font_scale(image.shape)
+    weight = max(1, round(scale * 1.5))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    sizes = [cv2.getTextSize(text, font, scale, weight) for _, text in rows]
+    line = max(h + base for (_, h), base in sizes)
+    pad = max(2, line // 3)
+    width = 3 * pad + line + max(w for (w, _), _ in sizes)
+    height = pad + len(rows) * (line + pad)
+    out = np.ascontiguousarray(image).copy()
+    under = out[pad:pad + height, pad:pad + width]
+    under[:] = (under * LEGEND_DIM).astype(np.uint8)
+    for i, ((color, text), ((_, text_h), _)) in enumerate(zip(rows, sizes)):
+        x, y = 2 * pad, 2 * pad + i * (line + pad)
+        if color is not None:
+            cv2.rectangle(out, (x, y), (x + line - 1, y + line - 1), color, -1)
+        cv2.putText(out, text, (x + line + pad, y + text_h), font, scale, LEGEND_TEXT, weight, cv2.LINE_AA)
     return out

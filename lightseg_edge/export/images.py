@@ -15,7 +15,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.io import IMAGE_EXTS, read_image, read_mask
-from ..data.layouts import Sample, detect_layout, list_samples
+from ..data.layouts import Sample, describe_data, detect_layout, list_samples
 from ..data.transforms import preprocess
 from ..errors import DataError
 from ..types import PreprocessConfig
@@ -73,6 +73,9 @@ class ImageSet:
                 rel = s.image
             lines.append(f"{s.case_id}\t{rel}\t{sha256_file(s.image)}")
         return "\n".join(lines) + "\n"
+
+    def describe(self, what: str) -> str:
+        return describe_data(self.root, self.layout, self.split, len(self), self.available, what)
 
     def provenance(self) -> dict:
         return {

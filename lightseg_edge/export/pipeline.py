@@ -248,6 +248,7 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
     root = _data_root(cfg)
     heldout = heldout_set(root, max(cfg.parity_images, cfg.eval_images, cfg.fp16_check_images), cfg.seed)
     calib: Optional[ImageSet] = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if cfg.int8 else None
+    _say_data(heldout, calib)
     if calib is not None:
         _warn_calibration(calib, cfg.calib_images, heldout)
     chunk, pad = batch_plan(None if cfg.dynamic else cfg.batch, cfg.dynamic_batch[2] if cfg.dynamic_batch else None)
@@ -379,6 +380,13 @@ def _trt_record(engine: _Engine) -> Optional[dict]:
     }
 
 
+def _say_data(heldout: Optional[ImageSet], calib: Optional[ImageSet]) -> None:
+    """Which images the checks and the calibration use (the default --data is picked from the environment)."""
+    for what, images in (("held-out data", heldout), ("calibration data", calib)):
+        if images is not None:
+            log.info(images.describe(what))
+
+
 def _warn_calibration(calib: ImageSet, requested: int, heldout: ImageSet) -> None:
     if len(calib) < requested:
         log.warning("calibration: only %d %s images available in %s (asked for %d)", len(calib), calib.split, calib.root, requested)
@@ -429,6 +437,7 @@ def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
     root = (cfg.data or default_image_root()) if make else None
     heldout = heldout_set(root, max(cfg.eval_images, cfg.fp16_check_images), cfg.seed) if root and make else None
     calib = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if "int8" in make else None
+    _say_data(heldout, calib)
     chunk, pad = batch_plan(None if dynamic else dims[0], dyn[2] if dyn else None)
     in_place = out.resolve() == src.parent.resolve() and src.name == FILE_NAMES["fp32"]
     with Staging(out) as stage:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from .._atomic import check_output_dir, make_dir, remove_stale_temporaries, write_bytes_atomic, write_text_atomic
 from ..data.augment import Augmentation
 from ..data.dataset import EpochShuffle, SegmentationDataset, subset
-from ..data.layouts import Sample, list_samples
+from ..data.layouts import Sample, describe_data, detect_layout, list_samples
 from ..errors import CheckpointError, LightsegError
 from ..export.config import check_img_size
 from .._hashing import brief_repr
@@ -167,8 +167,15 @@ def _check_out_outside_data(out: Path, samples: Tuple[List[Sample], List[Sample]
 
 
 def _samples(cfg: TrainConfig) -> Tuple[List[Sample], List[Sample]]:
-    """The train and val samples: listing them is cheap, so a bad --data fails before anything is created."""
-    return subset(list_samples(cfg.data, "train"), cfg.max_train_images), subset(list_samples(cfg.data, "val"), cfg.max_val_images)
+    """The train and val samples, each said in one line: listing them is cheap, so a bad --data fails before anything
+    is created."""
+    layout = detect_layout(cfg.data)
+    picked = []
+    for split, limit in (("train", cfg.max_train_images), ("val", cfg.max_val_images)):
+        available = list_samples(cfg.data, split, layout)
+        picked.append(subset(available, limit))
+        print(describe_data(cfg.data, layout, split, len(picked[-1]), len(available)))
+    return picked[0], picked[1]
 
 
 def _loaders(cfg: TrainConfig, samples: Tuple[List[Sample], List[Sample]], pre: PreprocessConfig, device: torch.device):

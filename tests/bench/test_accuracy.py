@@ -42,6 +42,12 @@ def test_static_batch_is_padded_and_only_real_rows_scored(sample_dir, fake_clock
     assert seen == [4] and acc.images == 4
 
 
+def test_progress_is_reported_before_and_after_every_batch(sample_dir, fake_clock):
+    seen = []
+    evaluate(FakePredictor(fake_clock, [1]), select_samples(str(sample_dir), None), batch=3, on_progress=lambda *c: seen.append(c))
+    assert seen == [(0, 8), (3, 8), (6, 8), (8, 8)]
+
+
 def test_max_images_and_bad_split(sample_dir):
     assert len(select_samples(str(sample_dir), "train", 3)) == 3
     with pytest.raises(DataError, match="split"):

@@ -52,16 +52,29 @@ def _shipped(name):
 
 
 @pytest.mark.skipif(not _shipped("ucmnet"), reason="no shipped ucmnet weights in this checkout")
-def test_model_with_shipped_weights_reports_accuracy(sample_dir, tmp_path):
+def test_model_with_shipped_weights_reports_accuracy(sample_dir, tmp_path, capsys):
     out = tmp_path / "acc.json"
     assert main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "val", "--iters", "2", "--warmup", "1", "--threads", "1",
                  "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"data: {sample_dir.resolve()} (folder layout), split val: 2 images" in err
+    assert "[1/1] ucmnet pytorch fp32 (batch 1)  elapsed " in err
+    assert "accuracy ucmnet pytorch fp32: 100%" in err  # the worker's scoring step, shown by the parent as a bar
     (row,) = json.loads(out.read_text())["results"]
     acc = row["accuracy"]
     assert row["weights"] == "pretrained" and row["size_bytes"] > 0
     assert acc["images"] == 2 and acc["split"] == "val" and 0.0 <= acc["mdice"] <= 1.0 and acc["resolution"] == [256, 256]
     assert acc["reference"] == "pytorch fp32" and acc["delta_mdice"] == 0.0  # this row is its own reference
     assert row["e2e_image_hw"] == [192, 192]  # --data images (the sample's size) are the end-to-end inputs
+
+
+@pytest.mark.skipif(not _shipped("ucmnet"), reason="no shipped ucmnet weights in this checkout")
+def test_quiet_shows_no_progress(sample_dir, capsys):
+    assert main(["--model", "ucmnet", "--data", str(sample_dir), "--max-images", "1", "--iters", "2", "--warmup", "1", "--threads", "1",
+                 "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "ucmnet  pytorch" in captured.out
+    assert not any(t in captured.err for t in ("data:", "[1/1]", "accuracy", "%|")), captured.err
 
 
 def test_onnx_of_an_export(ucmnet_export, tmp_path, capsys):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -34,21 +36,64 @@ def test_missing_tensorrt_gives_skipped_rows(tmp_path):
 
 
 def test_a_crashed_worker_becomes_a_failed_row(monkeypatch, tmp_path):
-    def crash(*args, **kwargs):
-        return subprocess.CompletedProcess(args[0], -11, "", "Fatal Python error: Segmentation fault\n")
+    def crash(cmd, env, timeout, on_progress):
+        return -11, "Fatal Python error: Segmentation fault\n"
 
-    monkeypatch.setattr(runner.subprocess, "run", crash)
+    monkeypatch.setattr(runner, "_run_worker", crash)
     rows = run_isolated(Job(kind="onnx", source="x.onnx", runtime="onnxruntime", precision="fp32"))
     assert rows[0].status == "failed" and "signal 11" in rows[0].reason and "Segmentation fault" in rows[0].reason
 
 
 def test_a_hung_worker_becomes_a_failed_row(monkeypatch):
-    def hang(*args, **kwargs):
-        raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout"))
+    def hang(cmd, env, timeout, on_progress):
+        raise subprocess.TimeoutExpired(cmd, timeout)
 
-    monkeypatch.setattr(runner.subprocess, "run", hang)
+    monkeypatch.setattr(runner, "_run_worker", hang)
     rows = run_isolated(Job(kind="onnx", source="x.onnx", runtime="onnxruntime", precision="fp32", batches=(1, 2)), timeout=5)
     assert [r.status for r in rows] == ["failed", "failed"] and "timed out after 5 s" in rows[0].reason
+
+
+def _python(code: str):
+    return [sys.executable, "-c", "import sys; from lightseg_edge.bench.worker import progress_line; " + code]
+
+
+def test_worker_progress_lines_go_to_the_callback_not_into_its_stderr():
+    seen = []
+    code, err = runner._run_worker(_python("sys.stderr.write(progress_line(0, 5) + 'RuntimeError: boom\\n' + progress_line(5, 5)); "
+                                           "sys.exit(3)"), dict(os.environ), 60, lambda done, total: seen.append((done, total)))
+    assert (code, err, seen) == (3, "RuntimeError: boom\n", [(0, 5), (5, 5)])
+
+
+def test_a_worker_past_its_timeout_is_killed(monkeypatch):
+    started = []
+    real_popen = runner.subprocess.Popen
+    monkeypatch.setattr(runner.subprocess, "Popen", lambda *a, **k: started.append(real_popen(*a, **k)) or started[-1])
+    with pytest.raises(subprocess.TimeoutExpired):
+        runner._run_worker(_python("import time; time.sleep(120)"), dict(os.environ), 0.5, None)
+    assert started[0].poll() is not None  # killed and reaped, not left running
+
+
+def test_job_lines_show_elapsed_time_and_an_eta_from_the_jobs_done(monkeypatch):
+    now = [0.0]
+    bars = []
+
+    def job_of_30_s(job, environment=None, on_accuracy=None):
+        bars.append(on_accuracy)
+        now[0] += 30.0
+        return [BenchResult(model="m", source="s", runtime=job.runtime, precision=job.precision, batch=1, status="skipped", reason="r")]
+
+    monkeypatch.setattr(runner, "run_in_process", job_of_30_s)
+    jobs = [Job(kind="onnx", source="m.onnx", runtime="onnxruntime", precision=p, preprocess=PRE) for p in ("fp32", "fp16", "int8")]
+    lines = []
+    run_jobs(jobs, isolate=False, progress=lines.append, clock=lambda: now[0])
+    heads = [ln for ln in lines if ln.startswith("[")]
+    assert heads == ["[1/3] m.onnx onnxruntime fp32 (batch 1)  elapsed 0s",
+                     "[2/3] m.onnx onnxruntime fp16 (batch 1)  elapsed 30s, ETA 1m00s",
+                     "[3/3] m.onnx onnxruntime int8 (batch 1)  elapsed 1m00s, ETA 30s"]
+    assert all(callable(b) for b in bars)  # each job's accuracy step gets a bar to report to
+    bars.clear()
+    run_jobs(jobs[:1], isolate=False, progress=None, clock=lambda: now[0])
+    assert bars == [None]  # nobody reads progress: none is asked for
 
 
 def test_one_failing_job_does_not_stop_the_others(tmp_path):

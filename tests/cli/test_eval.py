@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from lightseg_edge.cli import eval as eval_cli
+from lightseg_edge.data.overlay import GT_COLOR, PRED_COLOR
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +43,58 @@ def test_worst_overlays_are_the_lowest_scores(evaluated):
     assert {p.name.split("_dice")[0][len("worst_"):] for p in saved} == lowest
 
 
-def test_prints_the_tail(sample_dir, capsys):
-    assert eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "test", "--max-images", "2", "--threads", "1"]) == 0
-    assert "per-image Dice: p5" in capsys.readouterr().out
+def test_prints_the_tail_and_no_progress_when_asked(sample_dir, capsys):
+    assert eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "train", "--max-images", "2", "--threads", "1",
+                          "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "per-image Dice: p5" in captured.out
+    assert f"data: {sample_dir.resolve()} (folder layout), split train: 2 of 4 images" in captured.out
+    assert "%|" not in captured.err and "eval" not in captured.err
+
+
+@pytest.fixture
+def odd_sized(sample_dir, tmp_path):
+    """Two sample cases resized to 160x224 (HxW): neither the network's 256x256 nor square."""
+    root = tmp_path / "odd"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    for case in ("ISIC_0000004", "ISIC_0000016"):
+        image = cv2.imread(str(sample_dir / "images" / f"{case}.jpg"))
+        mask = cv2.imread(str(sample_dir / "masks" / f"{case}_segmentation.png"), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(root / "images" / f"{case}.png"), cv2.resize(image, (224, 160)))
+        cv2.imwrite(str(root / "masks" / f"{case}_segmentation.png"), cv2.resize(mask, (224, 160), interpolation=cv2.INTER_NEAREST))
+    return root
+
+
+def _solid_block(image_bgr: np.ndarray, rgb, side: int = 6) -> bool:
+    """A filled side x side square of exactly this colour (a legend swatch; a contour line is thinner)."""
+    hit = np.all(image_bgr == np.array(rgb[::-1], np.uint8), axis=-1).astype(np.uint8)
+    return bool(cv2.erode(hit, np.ones((side, side), np.uint8), borderValue=0).any())
+
+
+def test_overlays_at_the_image_size_with_a_legend(odd_sized, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert eval_cli.main(["--model", "ucmnet", "--data", str(odd_sized), "--split", "all", "--out", str(out), "--overlays", "1",
+                          "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert f"data: {odd_sized.resolve()} (folder layout), split all: 2 images" in captured.out
+    assert "model: ucmnet at 256x256, weights " in captured.out
+    assert "eval: 100%" in captured.err and "overlays: 100%" in captured.err  # the bars, on stderr (stdout keeps results)
+    dice = {r["case_id"]: float(r["dice"]) for r in csv.DictReader((out / "per_image.csv").open())}
+    saved = sorted(p.name for p in (out / "overlays").glob("*.png"))
+    worst, best = sorted(dice, key=dice.get)
+    assert [n.split("_dice")[0] for n in saved] == [f"best_{best}", f"worst_{worst}"]  # the case id and ...
+    for name in saved:  # ... its Dice (the CSV rounds to 4 digits, the name to 3)
+        assert float(name.split("_dice")[1][:-4]) == pytest.approx(dice[name.split("_", 1)[1].split("_dice")[0]], abs=6e-4)
+    for name in saved:
+        img = cv2.imread(str(out / "overlays" / name))
+        assert img.shape == (160, 224, 3)  # the image's own size, not the network's 256x256
+        legend, rest = img[:60, :110], img.copy()
+        rest[:60, :110] = 0
+        assert _solid_block(legend, PRED_COLOR) and _solid_block(legend, GT_COLOR)  # the two swatches
+        labels = img[8:50, 24:90]  # right of the swatches, inside the dimmed box: bright only where the white text is
+        assert (labels.min(axis=-1) >= 200).sum() > 20
+        assert np.all(rest == PRED_COLOR[::-1], axis=-1).any()  # the predicted outline, outside the legend
 
 
 @pytest.mark.parametrize("spec", ["worst:0", "middle", "best:x"])

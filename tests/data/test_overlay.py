@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from lightseg_edge.data.overlay import GT_COLOR, PRED_COLOR, contour_thickness, draw_contours
+from lightseg_edge.data.overlay import GT_COLOR, PRED_COLOR, contour_thickness, draw_contours, draw_legend
 from lightseg_edge.errors import InvalidInputError
 
 
@@ -66,3 +66,17 @@ def test_errors():
         draw_contours(np.zeros((50, 60), np.uint8), np.zeros((50, 60), np.uint8))
     with pytest.raises(InvalidInputError, match="thickness must be >= 1"):
         draw_contours(img, np.zeros((50, 60), np.uint8), thickness=0)
+
+
+@pytest.mark.parametrize("shape", [(192, 192), (1500, 2000)])
+def test_legend_swatches_and_labels_sit_in_the_top_left_corner(shape):
+    img = np.full(shape + (3,), 128, np.uint8)
+    out = draw_legend(img, [(PRED_COLOR, "prediction"), (GT_COLOR, "ground truth"), (None, "Dice 0.873")])
+    changed = np.argwhere(np.any(out != img, axis=-1))
+    assert changed.max(axis=0).tolist() < [shape[0] // 2, shape[1] // 2]  # the rest of the image is untouched
+    for color in (PRED_COLOR, GT_COLOR):
+        ys, xs = np.nonzero(np.all(out == color, axis=-1))
+        assert ys.size == (np.ptp(ys) + 1) * (np.ptp(xs) + 1) >= 100  # one filled square swatch, larger on larger images
+    assert np.all(out >= 200, axis=-1).sum() > 50  # white label text (on the dimmed background)
+    with pytest.raises(InvalidInputError, match="legend colour"):
+        draw_legend(img, [((300, 0, 0), "x")])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -47,10 +48,12 @@ def test_onnxsim_failure_falls_back_to_onnxslim(sample_dir, tmp_path, monkeypatc
         raise RuntimeError("simulated onnxsim crash")
 
     monkeypatch.setitem(simplify._TOOLS, "onnxsim", broken)
+    caplog.set_level(logging.INFO, logger="lightseg_edge")
     out = tmp_path / "fallback"
     export(small_config(sample_dir, out, model="ucmnet", weights="random", img_size=128, simplifier="onnxsim"))
     assert json.loads((out / "manifest.json").read_text())["artifacts"]["fp32"]["simplifier"] == "onnxslim"
     assert "simulated onnxsim crash" in caplog.text
+    assert f"held-out data: {sample_dir.resolve()} (folder layout), split val: 2 images" in caplog.text
 
 
 def test_from_onnx_reuses_the_folder_and_prints_the_engine_command(sample_dir, tmp_path):

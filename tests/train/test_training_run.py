@@ -14,6 +14,15 @@ from lightseg_edge.models import create_model
 from lightseg_edge.train.ship import refresh_metrics, ship
 
 
+def test_the_data_used_is_named_before_training(sample_dir, capsys):
+    from lightseg_edge.train.trainer import TrainConfig, _samples
+
+    train, val = _samples(TrainConfig(model="ucmnet", data=str(sample_dir), out="unused", max_train_images=3))
+    assert (len(train), len(val)) == (3, 2)
+    assert capsys.readouterr().out.splitlines() == [f"data: {sample_dir.resolve()} (folder layout), split train: 3 of 4 images",
+                                                    f"data: {sample_dir.resolve()} (folder layout), split val: 2 images"]
+
+
 def test_train_resume_eval_ship(sample_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["--model", "ucmnet", "--data", str(sample_dir), "--out", str(out), "--img-size", "128", "--batch-size", "2", "--no-progress"]
