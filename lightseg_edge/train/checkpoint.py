@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, List, Union
 
 import torch
 
@@ -42,6 +42,8 @@ def compact(path: Union[str, Path], limit: int = COMMIT_LIMIT) -> str:
     done. A resumed run is then close to, not bit-identical with, an uninterrupted one."""
     path = Path(path)
     ck = load_checkpoint(path)
+    if "optimizer" not in ck:
+        return "nothing to compact (weights only: a best.pt)"
     state = ck["optimizer"]["state"]
     for slot in state.values():
         for key, value in slot.items():
@@ -55,9 +57,14 @@ def compact(path: Union[str, Path], limit: int = COMMIT_LIMIT) -> str:
     return "optimiser moments dropped"
 
 
-if __name__ == "__main__":
-    import sys
-
-    for arg in sys.argv[1:]:
+def _run(argv: List[str]) -> int:
+    for arg in argv:
         what = compact(arg)
         print(f"{arg}: {what}, {Path(arg).stat().st_size / (1 << 20):.2f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    from ..cli._common import run_cli
+
+    raise SystemExit(run_cli(_run, None))
