@@ -59,3 +59,15 @@ def isic_root() -> Path:
     if root is None:
         pytest.skip("ISIC 2018 data not found: set LIGHTSEG_ISIC2018 or place it at ../shared/data/isic2018")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Two shared cores and often a training job beside the tests: one torch thread is several times faster than two
+    for the tiny inputs of CLI-level tests. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

@@ -1,4 +1,4 @@
-"""Reliability cases share two cores with whatever else runs: one torch thread is the fastest for their tiny inputs."""
+"""Every reliability module runs with one torch thread (see the root conftest's ``one_torch_thread``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,5 @@ import pytest
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    torch = pytest.importorskip("torch")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _reliability_threads(one_torch_thread):
     yield
-    torch.set_num_threads(before)
