@@ -34,6 +34,7 @@ from .accuracy import HeldoutScorer, VariantAccuracy
 from .config import RANDOM_WEIGHTS, ExportConfig, check_fields, check_img_size, default_output, validate
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks
 from .manifest import FORMAT, MANIFEST_NAME, WEIGHTS_NAME, read_manifest, sha256_file
+from .metadata import deploy_metadata, embed_metadata
 from .staging import Staging, recover_output
 from .parity import ParityReport
 from .steps import StepLog, StepRecord
@@ -111,6 +112,13 @@ def _copy_weights(train_form, name: str, record: dict, stage_dir: Path) -> dict:
     return {"source": WEIGHTS_NAME, "sha256": sha256_file(path), "origin": record["source"], "origin_sha256": record["sha256"]}
 
 
+def _weights_licence(name: str, weights: dict) -> Optional[str]:
+    """The shipped weights' licence from their model card; None for weights this project did not train."""
+    from ..models._weights import has_pretrained, model_card
+
+    return model_card(name).get("licence") if weights.get("source") == "pretrained" and has_pretrained(name) else None
+
+
 def _deploy_check(train_form, deployed, x, chunk: int) -> dict:
     """The deploy form must compute what the training form computes (same tolerance as ONNX parity)."""
     import numpy as np
@@ -140,8 +148,11 @@ def _tool_versions() -> Dict[str, str]:
     return out
 
 
-def _artifact(stage_dir: Path, name: str, precision: str, **extra) -> dict:
+def _artifact(stage_dir: Path, name: str, precision: str, metadata: Optional[Dict[str, str]] = None, **extra) -> dict:
+    """The manifest entry of a finished file; ``metadata`` is embedded in the ONNX first (the sha256 covers it)."""
     path = stage_dir / name
+    if metadata is not None:
+        embed_metadata(path, metadata)
     return {"path": name, "precision": precision, "sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
 
 
@@ -288,7 +299,12 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
         n_eval = min(cfg.eval_images, len(heldout))
         scorer = HeldoutScorer(x_all[:n_eval], load_masks(heldout.samples[:n_eval]), chunk, pad, source)
         steps.run("accuracy-fp32", lambda: scorer.score(s / FILE_NAMES["fp32"], "fp32"), _acc_line)
-        artifacts = {"fp32": _artifact(s, FILE_NAMES["fp32"], "fp32", simplifier=used)}
+        licence = _weights_licence(cfg.model, weights)
+
+        def meta(precision: str) -> Dict[str, str]:
+            return deploy_metadata(cfg.model, precision, pre, mcfg.stride, weights, licence)
+
+        artifacts = {"fp32": _artifact(s, FILE_NAMES["fp32"], "fp32", meta("fp32"), simplifier=used)}
         if cfg.fp16:
             fp16 = steps.run(
                 "fp16",
@@ -296,7 +312,7 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
                 lambda r: r.summary(),
             )
             steps.run("accuracy-fp16", lambda: scorer.score(s / FILE_NAMES["fp16"], "fp16"), _acc_line)
-            artifacts["fp16"] = _artifact(s, FILE_NAMES["fp16"], "fp16", keep_io_types=True, overflow_check=fp16.to_dict())
+            artifacts["fp16"] = _artifact(s, FILE_NAMES["fp16"], "fp16", meta("fp16"), keep_io_types=True, overflow_check=fp16.to_dict())
         calibration = None
         names = [FILE_NAMES["fp32"]] + [FILE_NAMES[p] for p in cfg.precisions]
         if weights["source"] == WEIGHTS_NAME:
@@ -311,7 +327,7 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
             )
             steps.run("accuracy-int8", lambda: scorer.score(s / FILE_NAMES["int8"], "int8"), _acc_line)
             artifacts["int8"] = _artifact(
-                s, FILE_NAMES["int8"], "int8", quantize_linear=q.quantize_linear, per_channel_weights=q.per_channel_weights
+                s, FILE_NAMES["int8"], "int8", meta("int8"), quantize_linear=q.quantize_linear, per_channel_weights=q.per_channel_weights
             )
             calibration = dict(q.calibration, list_file=CALIB_LIST, overlap_with_heldout=len(set(calib.case_ids) & set(heldout.case_ids)))
             used_set = ImageSet(

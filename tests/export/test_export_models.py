@@ -59,6 +59,7 @@ def test_export_fp32_fp16_int8_on_real_images(name, fitted_weights, sample_dir, 
         assert m["weights"]["sha256"] == sha256_file(out / m["weights"]["source"])
         _pytorch_runs_from_the_folder(out, sample_dir)
     assert m["input"]["shape"] == [1, 3, export_size(name), export_size(name)] and m["output"] == "logits"
+    _every_artifact_describes_itself(out, m, name)
 
     # FP16: float16 inside, float32 at the interface
     ins, outs = io_types(out / "model.fp16.onnx")
@@ -97,4 +98,26 @@ def _pytorch_runs_from_the_folder(out, sample_dir):
     with load_predictor(out, runtime="pytorch") as torch_p, load_predictor(out, runtime="onnxruntime", precision="fp32") as ort_p:
         a, b = torch_p.predict(image), ort_p.predict(image)
     assert a.shape == image.shape[:2] and (a != b).mean() < 1e-3
+
+
+def _every_artifact_describes_itself(out, m, name):
+    """Each ONNX carries what a deployer needs without the manifest, read back by onnx's parser and by ONNX Runtime."""
+    import json
+
+    import onnx
+    import onnxruntime as ort
+
+    from lightseg_edge.models import get_model_config
+
+    for precision, art in m["artifacts"].items():
+        props = {p.key: p.value for p in onnx.load(str(out / art["path"]), load_external_data=False).metadata_props}
+        assert props["lightseg.model"] == name and props["lightseg.precision"] == precision
+        assert json.loads(props["lightseg.preprocess"]) == m["preprocess"]
+        assert int(props["lightseg.input_multiple"]) == get_model_config(name).stride
+        assert json.loads(props["lightseg.weights"]) == m["weights"] and props["lightseg.threshold"] == "0.5"
+        assert "logit" in props["lightseg.output"]
+        shipped = m["weights"]["source"] == "pretrained"
+        assert ("CC BY-NC 4.0" in props["lightseg.licence"]) == shipped  # ISIC-trained weights inherit the data's licence
+        meta = ort.InferenceSession(str(out / art["path"]), providers=["CPUExecutionProvider"]).get_modelmeta()
+        assert meta.custom_metadata_map["lightseg.preprocess"] == props["lightseg.preprocess"]
 
