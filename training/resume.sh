@@ -6,9 +6,6 @@ cd "$(dirname "$0")/.."
 DATA=${LIGHTSEG_ISIC2018:-../shared/data/isic2018}
 run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 
-# lmsaunet_n32: epochs 1-6 ran on a GPU at 256x256 (batch 16, fp32, an 8-epoch cosine); the CPU finishes the last
-# two with bf16 autocast (about 30 minutes an epoch on 2 cores).
-run --model lmsaunet_n32 --out training/lmsaunet_n32 --epochs 8 --batch-size 16 --precision bf16
 # The small baselines on the CPU at 256x256, fp32 (bf16 does not pay for them: benchmarks/results/train_speed.md)
 # except UNeXt-S; one short cosine period instead of the papers' 300 epochs (cosine cycles of 50). EGE-UNet was
 # trained this way (30 epochs, about 80 s each) and shipped.
