@@ -65,17 +65,14 @@ def setup_logging(verbose: bool) -> None:
 
 
 def default_data_dir() -> Optional[str]:
-    """``--data`` default: $LIGHTSEG_ISIC2018, else the shared ISIC 2018 copy beside a checkout, when present."""
+    """``--data`` default: $LIGHTSEG_ISIC2018, else ``data/isic2018`` in the working folder, when present."""
     import os
-    from pathlib import Path
 
     env = os.environ.get("LIGHTSEG_ISIC2018")
     if env:
         return env
-    for cand in (Path.cwd() / "../shared/data/isic2018", Path(__file__).resolve().parents[3] / "shared/data/isic2018"):
-        if cand.is_dir():
-            return str(cand.resolve())
-    return None
+    cand = Path.cwd() / "data" / "isic2018"
+    return str(cand.resolve()) if cand.is_dir() else None
 
 
 def _number(kind: type, low: float, inclusive: bool, words: str, high: Optional[float] = None) -> Callable[[str], float]:

@@ -28,7 +28,7 @@ SAMPLE_DIR = Path(__file__).resolve().parents[2] / "tests" / "assets" / "isic_sa
 
 
 def default_image_root() -> Optional[str]:
-    """``--data`` default: $LIGHTSEG_ISIC2018 or the shared ISIC 2018 copy, else the committed sample set."""
+    """``--data`` default: $LIGHTSEG_ISIC2018 or ./data/isic2018, else the committed sample set."""
     from ..cli._common import default_data_dir
 
     found = default_data_dir()
