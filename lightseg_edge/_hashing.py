@@ -1,7 +1,7 @@
 """File hashing, and the integrity rules for files a manifest names (stdlib only, Python 3.8 compatible).
 
-The rules live here, once, because three readers apply them: ``export.manifest`` (export and ``lightseg-bench``),
-``runtimes.manifest`` (``load_predictor``) and the PyTorch runtime's weights check. A named file must stay inside its
+The rules live here, once, because every reader applies them: ``lightseg_edge.manifest`` (export, ``load_predictor``
+and ``lightseg-bench``) and the PyTorch runtime's weights check. A named file must stay inside its
 folder after symlinks are resolved, and must carry a well-formed sha256 that the file's bytes match before use.
 """
 
@@ -20,12 +20,27 @@ _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def sha256_file(path: Union[str, Path]) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks so large engines and weights never load whole."""
+    """Hex sha256 of a file, read in 1 MiB chunks so large engines and weights never load whole; for a folder (a Core
+    ML .mlpackage), the sha256 of its sorted '<relative path> <sha256>' lines, so any renamed or changed member shows."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        return _sha256_tree(Path(path))
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _sha256_tree(root: Path) -> str:
+    lines = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            member = Path(dirpath) / name
+            if member.is_symlink():  # a link inside the package could point anywhere: the package is refused
+                raise OSError(f"{member} is a symbolic link inside a package folder")
+            if member.is_file():
+                lines.append(f"{member.relative_to(root).as_posix()} {sha256_file(member)}\n")
+    return hashlib.sha256("".join(sorted(lines)).encode()).hexdigest()
 
 
 def brief_repr(value: object, limit: int = 200) -> str:
@@ -98,13 +113,22 @@ def is_regular_file(path: Path) -> bool:
         return False
 
 
+def is_artifact(path: Path) -> bool:
+    """A regular file, or a package folder (Core ML's .mlpackage is a directory)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(mode) or (stat.S_ISDIR(mode) and path.suffix == ".mlpackage")
+
+
 def file_problem(path: Path, sha256: str) -> Optional[str]:
     """None when ``path`` is a regular file whose bytes hash to ``sha256``; else one line saying what is wrong."""
-    if not is_regular_file(path):
+    if not is_artifact(path):
         return f"{shown(path)}: the manifest lists this file but it is missing; copy the export folder again or re-run lightseg-export"
     try:
         got = sha256_file(path)
-        size = path.stat().st_size
+        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     except OSError as exc:
         return f"{shown(path)}: cannot read it to check its sha256 ({exc.strerror or exc})"
     if got != sha256.lower():

@@ -21,6 +21,11 @@ _EXTRAS = {
     "pynvml": ("gpu", "nvidia-ml-py"),
     "matplotlib": ("train", "matplotlib"),
     "psutil": ("bench", "psutil"),
+    "openvino": ("openvino", "OpenVINO"),
+    "nncf": ("openvino", "NNCF"),
+    "ai_edge_litert": ("litert", "LiteRT"),
+    "litert_torch": ("litert", "litert-torch"),
+    "coremltools": ("coreml", "coremltools"),
 }
 
 

@@ -29,6 +29,9 @@ class Runtime(str, Enum):
     PYTORCH = "pytorch"
     ONNXRUNTIME = "onnxruntime"
     TENSORRT = "tensorrt"
+    OPENVINO = "openvino"
+    LITERT = "litert"
+    COREML = "coreml"
 
 
 # Normalisation modes, by what the paper's released pipeline feeds its network.

@@ -45,6 +45,11 @@ DISTRIBUTIONS = {
     "numpy": ("numpy",),
     "cv2": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
     "psutil": ("psutil",),
+    "openvino": ("openvino",),
+    "nncf": ("nncf",),
+    "ai_edge_litert": ("ai-edge-litert",),
+    "litert_torch": ("litert-torch",),
+    "coremltools": ("coremltools",),
 }
 _ORT_GPU_DISTS = ("onnxruntime-gpu",)
 
@@ -121,7 +126,8 @@ def collect_environment(deep: bool = False, paths: Optional[ProbePaths] = None) 
     env["onnxruntime"] = _onnxruntime()
     env["cuda_python"] = _cuda_python()
     env["pycuda"] = _package("pycuda")
-    env["packages"] = {name: _package(name) for name in ("numpy", "cv2", "onnx", "onnxslim", "onnxsim", "psutil")}
+    env["packages"] = {name: _package(name) for name in ("numpy", "cv2", "onnx", "onnxslim", "onnxsim", "psutil", "openvino", "nncf",
+                                                         "ai_edge_litert", "litert_torch", "coremltools")}
     env["tools"] = _tools(paths)
     env["probe_seconds"] = round(time.perf_counter() - t0, 3)
     return env

@@ -20,13 +20,14 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import BackendUnavailableError, LightsegError, MissingDependencyError
+from ..runtimes.registry import get_runtime, runtime_names
 from . import machine
 from .memory import DEFAULT_MEMORY_RUNS, cuda_index, engine_device_mb, file_sizes, measure_inference, measure_load, nvml_probe_for
 from .records import BenchResult, LatencyStats, MemoryStats
 from .timing import TimingConfig, time_compute, time_end_to_end
 
 KINDS = ("model", "onnx", "engine", "export-dir")
-RUNTIMES = ("pytorch", "onnxruntime", "tensorrt")
+RUNTIMES = runtime_names()
 AccuracyProgress = Optional[Callable[[int, int], None]]
 E2E_IMAGE_HW = (512, 512)  # the shared ISIC 2018 copy's size; real --data images are used instead when given
 
@@ -114,16 +115,16 @@ def rows_for_failure(job: Job, exc: BaseException, stage: str) -> List[BenchResu
 # ----------------------------------------------------------------------------------------------------- loading
 def _pre_import(runtime: str) -> None:
     """Import the runtime's package before the RSS baseline, so loading measures the model, not the import."""
-    mods = {"pytorch": ("torch", "lightseg_edge.models", "lightseg_edge.runtimes.pytorch_backend"),
-            "onnxruntime": ("onnxruntime", "lightseg_edge.runtimes.onnxruntime_backend"),
-            "tensorrt": ("tensorrt", "lightseg_edge.runtimes.tensorrt_backend")}[runtime]
     import importlib
 
-    for m in mods:
-        try:
+    spec = get_runtime(runtime)
+    extra = ("lightseg_edge.models",) if spec.runtime.value == "pytorch" else ()
+    try:
+        for m in spec.modules + extra:
             importlib.import_module(m)
-        except ImportError:
-            return  # load_predictor then raises the proper MissingDependencyError
+        spec.predictor_class()
+    except ImportError:
+        return  # load_predictor then raises the proper MissingDependencyError
 
 
 def _preprocess_override(job: Job) -> Optional[Any]:
@@ -152,7 +153,7 @@ def load(job: Job) -> Tuple[Any, Dict[str, Any]]:
     pre = _preprocess_override(job)
     if pre is not None:
         opts["preprocess"] = pre
-    if job.threads is not None and job.runtime in ("pytorch", "onnxruntime"):
+    if job.threads is not None and "threads" in get_runtime(job.runtime).options:
         opts["threads"] = int(job.threads)
     facts: Dict[str, Any] = {}
     if job.kind == "model":

@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .._hashing import shown
 from .._optional import is_available
 from ..errors import CheckpointError, InvalidInputError, LightsegError, ManifestError
+from ..runtimes.registry import RUNTIMES, RuntimeSpec, artifact_key, get_runtime, runtime_names
+from ..types import Runtime
 from .jobs import Job, base_row
 from .memory import DEFAULT_MEMORY_RUNS
 from .records import BenchResult
@@ -130,7 +132,7 @@ def resolve_weights(name: str, weights: Optional[str]) -> Weights:
 
 
 def _manifest_weights(man: Dict[str, Any], folder: Path) -> Weights:
-    from ..export.manifest import weights_file
+    from ..manifest import weights_file
 
     w = man.get("weights") or {}
     source = w.get("source")
@@ -167,8 +169,17 @@ def _calib_root(opts: BenchOptions) -> Optional[str]:
     return opts.data or default_image_root()
 
 
+def _target_formats(opts: BenchOptions) -> Tuple[str, ...]:
+    """The export formats the requested artifact runtimes need (those that can run here, at a static batch)."""
+    if _dynamic_batch(opts) is not None:
+        return ()
+    specs = [get_runtime(rt) for rt in (opts.runtimes or ())]
+    return tuple(s.artifact_prefix for s in specs if s.artifact_prefix and s.unusable_reason(opts.device) is None)
+
+
 def export_model(plan: Plan, opts: BenchOptions, name: str, w: Weights, precisions: Sequence[str], progress: Progress) -> Any:
-    """The export folder for ``name`` (made once per plan) with the ONNX variants in ``precisions``."""
+    """The export folder for ``name`` (made once per plan) with the ONNX variants in ``precisions`` and the formats
+    of the requested artifact runtimes."""
     if name in plan.exports:
         return plan.exports[name]
     from ..export import ExportConfig, export
@@ -181,8 +192,9 @@ def export_model(plan: Plan, opts: BenchOptions, name: str, w: Weights, precisio
         calib_data=_calib_root(opts) if "int8" in want else None, calib_images=opts.calib_images, img_size=opts.img_size,
         dynamic_batch=_dynamic_batch(opts), output=str(out), data=opts.data, parity_images=EXPORT_CHECK_IMAGES,
         eval_images=EXPORT_CHECK_IMAGES, fp16_check_images=EXPORT_CHECK_IMAGES, seed=seed, engine="off", progress=False,
+        formats=("onnx",) + _target_formats(opts),
     )
-    _say(progress, f"exporting {name} ({', '.join(want)}) for the ONNX Runtime rows -> {out}")
+    _say(progress, f"exporting {name} ({', '.join(want)}; {', '.join(cfg.formats)}) for the benchmark's rows -> {out}")
     try:
         result: Any = export(cfg)
     except Exception as exc:  # noqa: BLE001 - an export that fails is this model's ONNX rows' result
@@ -192,7 +204,7 @@ def export_model(plan: Plan, opts: BenchOptions, name: str, w: Weights, precisio
 
 
 def _calibration_images(result: Any) -> str:
-    from ..export.manifest import read_manifest
+    from ..manifest import read_manifest
 
     try:
         return str((read_manifest(result.output).get("calibration") or {}).get("images", "?"))
@@ -207,11 +219,8 @@ def _exc_text(exc: BaseException) -> str:
 
 def _tensorrt_status(opts: BenchOptions) -> Optional[str]:
     """None when engines can be built and run here, else why not."""
-    if not is_available("tensorrt"):
-        return "TensorRT is not installed (pip install 'lightseg-edge[trt]' on a machine with an NVIDIA GPU, or JetPack on a Jetson)"
-    if not opts.gpu:
-        return "no CUDA GPU here: TensorRT engines need one"
-    return None
+    why = RUNTIMES[Runtime.TENSORRT].unusable_reason(opts.device)
+    return why or (None if opts.gpu else "no CUDA GPU here: TensorRT engines need one")
 
 
 # ------------------------------------------------------------------------------------------------------- sources
@@ -267,6 +276,42 @@ def plan_model(plan: Plan, opts: BenchOptions, name: str, weights: Optional[str]
                                       notes=(note,), **dict(common_onnx, source=str(result.output))))
         elif rt == "tensorrt":
             _plan_tensorrt_for_model(plan, opts, name, w, precisions, common, progress)
+        else:
+            _plan_target_for_model(plan, opts, get_runtime(rt), name, w, precisions, dict(common, weights=None), progress, lenient)
+
+
+def _target_precisions(spec: RuntimeSpec, precisions: Sequence[str], lenient: bool) -> Tuple[List[str], List[str]]:
+    """(precisions the runtime's export target makes, those it does not; the latter are omitted under --all)."""
+    from ..export.targets import get_target
+
+    made = get_target(spec.artifact_prefix).precisions
+    return [p for p in precisions if p in made], [] if lenient else [p for p in precisions if p not in made]
+
+
+def _plan_target_for_model(plan: Plan, opts: BenchOptions, spec: RuntimeSpec, name: str, w: Weights, precisions: Sequence[str],
+                           common: Dict[str, Any], progress: Progress, lenient: bool) -> None:
+    """Rows of a runtime with its own export format (OpenVINO, LiteRT, Core ML), from the benchmark's export."""
+    rt = spec.runtime.value
+    have, missing = _target_precisions(spec, precisions, lenient)
+    for p in missing:
+        _skip(plan, opts, f"the {spec.artifact_prefix} export has no {p} variant", kind="export-dir", runtime=rt, precision=p, **common)
+    why = spec.unusable_reason(opts.device)
+    if why is None and _dynamic_batch(opts) is not None:
+        why = f"{spec.label} exports take a static batch; benchmark them with --batch 1"
+    if why is not None:
+        for p in have:
+            _skip(plan, opts, why, kind="export-dir", runtime=rt, precision=p, **common)
+        return
+    result = export_model(plan, opts, name, w, precisions, progress)
+    for p in have:
+        key = artifact_key(spec, p)
+        if isinstance(result, BaseException):
+            _skip(plan, opts, f"export: {_exc_text(result)}", status="failed", kind="export-dir", runtime=rt, precision=p, **common)
+        elif key not in result.artifacts:
+            _skip(plan, opts, f"the export made no {key}", status="failed", kind="export-dir", runtime=rt, precision=p, **common)
+        else:
+            plan.jobs.append(_job(opts, kind="export-dir", runtime=rt, precision=p, files={key: str(result.artifacts[key])},
+                                  notes=(f"{key} made by the benchmark's own export",), **dict(common, source=str(result.output))))
 
 
 def _plan_tensorrt_for_model(plan: Plan, opts: BenchOptions, name: str, w: Weights, precisions: Sequence[str],
@@ -328,7 +373,7 @@ def _listing_manifest(path: Path) -> Optional[Tuple[Dict[str, Any], str]]:
     folder = path.parent
     if not (folder / "manifest.json").is_file():
         return None
-    from ..export.manifest import read_manifest
+    from ..manifest import read_manifest
 
     man = read_manifest(folder)  # a corrupt manifest is an error: guessing the preprocessing would be worse
     for key, art in (man.get("artifacts") or {}).items():
@@ -430,7 +475,7 @@ def plan_engine(plan: Plan, opts: BenchOptions, path: str) -> None:
 
 
 def plan_export_dir(plan: Plan, opts: BenchOptions, folder: str) -> None:
-    from ..export.manifest import check_artifacts, read_manifest
+    from ..manifest import check_artifacts, read_manifest
 
     d = Path(folder)
     if not d.is_dir():
@@ -446,6 +491,8 @@ def plan_export_dir(plan: Plan, opts: BenchOptions, folder: str) -> None:
     default_rt = (["pytorch"] if known and not w.problem and (w.value is None or w.value.startswith("random") or Path(w.value).is_file()) else []) + ["onnxruntime"]
     if "engine" in arts:
         default_rt.append("tensorrt")
+    default_rt += [spec.runtime.value for spec in RUNTIMES.values()
+                   if spec.artifact_prefix and any(artifact_key(spec, p) in arts for p in PRECISIONS)]
     runtimes = opts.runtimes or tuple(default_rt)
     precisions = opts.precisions
     common = dict(model=model if known else (model or d.name), weights_label=w.label, accuracy=w.meaningful, accuracy_note=w.note)
@@ -483,6 +530,25 @@ def plan_export_dir(plan: Plan, opts: BenchOptions, folder: str) -> None:
                 continue
             plan.jobs.append(_job(opts, kind="export-dir", source=str(d), runtime="tensorrt", precision=eng.get("precision") or "fp16",
                                   files={"engine": str(d / eng["path"])}, img_size=None, **common))
+        else:
+            _plan_target_in_folder(plan, opts, get_runtime(rt), d, arts, precisions, common)
+
+
+def _plan_target_in_folder(plan: Plan, opts: BenchOptions, spec: RuntimeSpec, d: Path, arts: Dict[str, Any],
+                           precisions: Optional[Sequence[str]], common: Dict[str, Any]) -> None:
+    rt = spec.runtime.value
+    have = [p for p in PRECISIONS if artifact_key(spec, p) in arts]
+    why = spec.unusable_reason(opts.device)
+    for p in (precisions or tuple(have) or ("fp32",)):
+        key = artifact_key(spec, p)
+        if key not in arts:
+            _skip(plan, opts, f"this export has no {key} (it has {', '.join(arts)}); re-export with lightseg-export --formats "
+                  f"{spec.artifact_prefix}", kind="export-dir", runtime=rt, precision=p, source=str(d), **common)
+        elif why is not None:
+            _skip(plan, opts, f"exported, not runnable here: {why}", kind="export-dir", runtime=rt, precision=p, source=str(d), **common)
+        else:
+            plan.jobs.append(_job(opts, kind="export-dir", source=str(d), runtime=rt, precision=p, files={key: str(d / arts[key]["path"])},
+                                  img_size=None, **common))
 
 
 def plan_all(plan: Plan, opts: BenchOptions, progress: Progress = None) -> None:
@@ -490,7 +556,7 @@ def plan_all(plan: Plan, opts: BenchOptions, progress: Progress = None) -> None:
     from ..models import list_models
 
     models = list(opts.models or list_models())
-    all_opts = replace(opts, runtimes=opts.runtimes or ("pytorch", "onnxruntime", "tensorrt"), precisions=opts.precisions or PRECISIONS)
+    all_opts = replace(opts, runtimes=opts.runtimes or runtime_names(), precisions=opts.precisions or PRECISIONS)
     for name in models:
         plan_model(plan, all_opts, name, None, progress, lenient=True)
 

@@ -170,3 +170,16 @@ def check_model(name: str):
     except UnknownModelError as exc:
         raise UnknownModelError(f"--model: {exc}") from None
 
+
+def choice_list(allowed: Tuple[str, ...], aliases: Optional[dict] = None) -> Callable[[str], Tuple[str, ...]]:
+    """An argparse type: a comma-separated subset of ``allowed`` (case-insensitive, repeats dropped)."""
+
+    def parse(text: str) -> Tuple[str, ...]:
+        items = [(aliases or {}).get(t.strip().lower(), t.strip().lower()) for t in text.split(",")]
+        unknown = [t for t in items if t not in allowed]
+        if unknown or not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}, got {text!r} "
+                                             f"({', '.join(repr(t) for t in unknown)} unknown)")
+        return tuple(dict.fromkeys(items))
+
+    return parse

@@ -28,26 +28,12 @@ import signal
 import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ._common import existing_dir, img_size, non_negative_int, positive_float, positive_int, positive_int_list, run_cli, thread_count
+from ..runtimes.registry import alias_table, runtime_names
+from ._common import choice_list, existing_dir, img_size, non_negative_int, positive_float, positive_int, positive_int_list, run_cli, thread_count
 
-RUNTIME_CHOICES = ("pytorch", "onnxruntime", "tensorrt")
-RUNTIME_ALIASES = {"torch": "pytorch", "ort": "onnxruntime", "trt": "tensorrt"}
+RUNTIME_CHOICES = runtime_names()
 PRECISION_CHOICES = ("fp32", "fp16", "int8")
 DEFAULT_SPLIT = "test"
-
-
-def _choice_list(allowed: Tuple[str, ...], aliases: Optional[dict] = None) -> Callable[[str], Tuple[str, ...]]:
-    """An argparse type: a comma-separated subset of ``allowed`` (case-insensitive, repeats dropped)."""
-
-    def parse(text: str) -> Tuple[str, ...]:
-        items = [(aliases or {}).get(t.strip().lower(), t.strip().lower()) for t in text.split(",")]
-        unknown = [t for t in items if t not in allowed]
-        if unknown or not items:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}, got {text!r} "
-                                             f"({', '.join(repr(t) for t in unknown)} unknown)")
-        return tuple(dict.fromkeys(items))
-
-    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,9 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--all", action="store_true", help="every registry model on every runtime and precision available here")
     p.add_argument("--weights", metavar="CKPT", help="with --model: a lightseg-train checkpoint or .safetensors file, or 'random' "
                    "(default: the shipped weights; random weights, seed 0, when the model has none)")
-    p.add_argument("--runtime", metavar="LIST", type=_choice_list(RUNTIME_CHOICES, RUNTIME_ALIASES),
+    p.add_argument("--runtime", metavar="LIST", type=choice_list(RUNTIME_CHOICES, alias_table()),
                    help=f"comma-separated subset of {','.join(RUNTIME_CHOICES)} (default: what the source offers; --model: pytorch; --all: all three)")
-    p.add_argument("--precision", metavar="LIST", type=_choice_list(PRECISION_CHOICES),
+    p.add_argument("--precision", metavar="LIST", type=choice_list(PRECISION_CHOICES),
                    help="comma-separated subset of fp32,fp16,int8 (default: fp32; --all and --export-dir: all)")
     p.add_argument("--batch", metavar="LIST", type=positive_int_list, default=(1,), help="batch sizes, e.g. 1,8,32 (default 1)")
     p.add_argument("--img-size", type=img_size, metavar="N", help="square network input size (default: the model's, 256)")

@@ -230,6 +230,26 @@ def capabilities(env: Dict[str, Any]) -> List[Tuple[str, str]]:
     if _ok(env["tools"]["jtop"]) and env["tools"]["jtop"]["service_running"]:
         metrics.append("jtop")
     rows.append(("GPU memory/power metrics", ", ".join(metrics) if metrics else "none (process RSS only)"))
+    rows.extend(_target_rows())
+    return rows
+
+
+def _target_rows() -> List[Tuple[str, str]]:
+    """One row per runtime of the registry that has its own export format (OpenVINO, LiteRT, Core ML)."""
+    from ..runtimes.registry import RUNTIMES
+
+    rows = []
+    for spec in RUNTIMES.values():
+        if spec.artifact_prefix is None:
+            continue
+        reason = spec.unusable_reason()
+        if reason is None:
+            answer = "export and run"
+        elif spec.available():
+            answer = f"export only ({reason})"
+        else:
+            answer = f"no ({reason})"
+        rows.append((f"{spec.label} ({spec.artifact_prefix})", answer))
     return rows
 
 

@@ -1,5 +1,6 @@
 """lightseg-export: a zoo model (or an ONNX file) -> checked FP32/FP16/INT8 ONNX and, where TensorRT and a GPU are
-present, a TensorRT engine, plus manifest.json. Prints the step table and the accuracy of each precision.
+present, a TensorRT engine; with --formats, also OpenVINO IR, LiteRT (.tflite) and Core ML (.mlpackage); plus
+manifest.json. Prints the step table and the accuracy of each artifact on held-out images.
 
 Without TensorRT (a CPU machine, CI, a laptop) every ONNX file is still produced and the command prints how to build
 the engine on the target: lightseg-export --from-onnx <out>/model.onnx --fp16 (exit code 0).
@@ -11,11 +12,12 @@ import argparse
 import logging
 from typing import List, Optional
 
-from ._common import batch_size, img_size, positive_int, run_cli, setup_logging
+from ._common import batch_size, choice_list, img_size, positive_int, run_cli, setup_logging
 
 
 def _parser() -> argparse.ArgumentParser:
     from ..export.config import DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MB, MAX_OPSET, MIN_OPSET, SIMPLIFIERS
+    from ..export.targets import FORMATS
 
     p = argparse.ArgumentParser(prog="lightseg-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="registry name (see lightseg_edge.list_models())")
@@ -43,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--dynamic-batch", metavar="MIN,OPT,MAX", help="dynamic batch with this TensorRT optimization profile, e.g. 1,8,32")
     p.add_argument(
         "--simplifier", choices=SIMPLIFIERS, help="graph simplifier; onnxsim falls back to onnxslim (default onnxsim)"
+    )
+    p.add_argument(
+        "--formats", metavar="LIST", type=choice_list(FORMATS),
+        help=f"comma-separated formats to produce, of {', '.join(FORMATS)} (default: onnx,tensorrt; the FP32 ONNX is always made, "
+        f"as every other format starts from it; tensorrt is built only where TensorRT and a GPU are present)",
     )
     p.add_argument(
         "--from-onnx", metavar="FILE", help="start from an exported model.onnx (e.g. on the target device, to build the engine there)"
@@ -94,6 +101,7 @@ def _config(args: argparse.Namespace):
         workspace_mb=args.workspace,
         output=args.output,
         data=args.data,
+        **({"formats": args.formats} if args.formats else {}),
     )
 
 
@@ -113,9 +121,8 @@ def _run(argv: List[str]) -> int:
     print(format_table(result.steps))
     if result.accuracy:
         first = next(iter(result.accuracy.values()))
-        print(
-            f"\naccuracy with ONNX Runtime CPU on {first.images} held-out images (mDice, Dice*, change vs fp32, mask agreement with fp32):"
-        )
+        print(f"\naccuracy on {first.images} held-out images (mDice, Dice*, change vs the fp32 ONNX, mask agreement with it), "
+              f"each artifact on its own runtime's CPU predictor:")
         print(format_accuracy(result.accuracy))
         if args.weights == "random":
             print("(random weights: these accuracy figures say nothing about a trained model)")

@@ -16,8 +16,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._optional import is_available
 from ..errors import InvalidInputError, LightsegError
+from ..runtimes.registry import RUNTIMES, artifact_key, known_suffixes, runtime_for_suffix
+from ..types import Precision, Runtime
 
 FP32 = "fp32"
+PYTORCH = RUNTIMES[Runtime.PYTORCH]
 DEFAULT_MODEL = "ucmnet"
 
 
@@ -57,10 +60,6 @@ def _torch_precisions(device: Optional[str]) -> Tuple[str, ...]:
     return (FP32, "fp16") if device != "cpu" and _cuda_with_torch() else (FP32,)
 
 
-def _trt_ready(device: Optional[str]) -> bool:
-    return device != "cpu" and is_available("tensorrt") and any(is_available(m) for m in ("cuda", "pycuda", "torch"))
-
-
 def _registry_option(name: str, device: Optional[str]) -> SourceOption:
     from ..models._weights import has_pretrained  # imports torch: only for a registry name
 
@@ -70,17 +69,20 @@ def _registry_option(name: str, device: Optional[str]) -> SourceOption:
 
 
 def _folder_option(folder: Path, device: Optional[str]) -> SourceOption:
-    from ..runtimes.manifest import ONNX_VARIANTS, read_deploy_manifest
+    from ..manifest import read_deploy_manifest
 
     man = read_deploy_manifest(folder)
     runtimes: List[Tuple[str, Tuple[str, ...]]] = []
-    onnx = tuple(p for p in ONNX_VARIANTS if p in man.artifacts)
-    if onnx and is_available("onnxruntime"):
-        runtimes.append(("onnxruntime", onnx))
-    engine = man.artifacts.get("engine")
-    if engine is not None and _trt_ready(device):
-        runtimes.append(("tensorrt", (engine.precision or "fp16",)))
-    if (man.raw.get("weights") or {}).get("source") and is_available("torch"):
+    for spec in RUNTIMES.values():
+        if spec is PYTORCH or spec.unusable_reason(device) is not None:
+            continue
+        if spec.runtime is Runtime.TENSORRT:
+            precisions = (man.artifacts["engine"].precision or "fp16",) if "engine" in man.artifacts else ()
+        else:
+            precisions = tuple(p.value for p in Precision if artifact_key(spec, p.value) in man.artifacts)
+        if precisions:
+            runtimes.append((spec.runtime.value, precisions))
+    if (man.raw.get("weights") or {}).get("source") and PYTORCH.unusable_reason(device) is None:
         weights = man.raw["weights"]
         if weights.get("source") == "pretrained" or (folder / str(weights["source"])).is_file():
             runtimes.append(("pytorch", _torch_precisions(device)))
@@ -91,29 +93,22 @@ def _folder_option(folder: Path, device: Optional[str]) -> SourceOption:
 
 
 def _file_option(path: Path, device: Optional[str]) -> SourceOption:
-    from ..runtimes.loader import CHECKPOINT_SUFFIXES, ENGINE_SUFFIXES, ONNX_SUFFIXES, SAFETENSORS_SUFFIXES
-    from ..runtimes.manifest import ONNX_VARIANTS, find_manifest_for
+    from ..manifest import find_manifest_for
 
-    suffix = path.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        if not is_available("onnxruntime"):
-            raise InvalidInputError(f"{path}: running a .onnx file needs ONNX Runtime; install it with pip install 'lightseg-edge[onnx]'")
-        found = find_manifest_for(path)
-        art = found[1] if found else None
-        prec = art.key if art is not None and art.key in ONNX_VARIANTS else FP32
-        return SourceOption(label=str(path), source=str(path), runtimes=(("onnxruntime", (prec,)),))
-    if suffix in ENGINE_SUFFIXES:
-        if not _trt_ready(device):
-            raise InvalidInputError(f"{path}: a TensorRT engine needs TensorRT, a CUDA binding and a GPU, which this machine lacks")
-        found = find_manifest_for(path)
-        prec = (found[1].precision if found and found[1] is not None else None) or "fp16"
-        return SourceOption(label=str(path), source=str(path), runtimes=(("tensorrt", (prec,)),))
-    if suffix in CHECKPOINT_SUFFIXES + SAFETENSORS_SUFFIXES:
-        if not is_available("torch"):
-            raise InvalidInputError(f"{path}: a checkpoint runs on PyTorch, which is not installed; pip install 'lightseg-edge[train]'")
+    spec = runtime_for_suffix(path.suffix)
+    if spec is None:
+        raise InvalidInputError(f"{path}: unrecognised model file type {path.suffix.lower()!r}; expected an export folder or one of "
+                                f"{', '.join(known_suffixes())}")
+    reason = spec.unusable_reason(device)
+    if reason is not None:
+        raise InvalidInputError(f"{path}: a {path.suffix.lower()} file runs on {spec.label}, which cannot run here: {reason}")
+    if spec is PYTORCH:
         return SourceOption(label=str(path), source=str(path), runtimes=(("pytorch", _torch_precisions(device)),))
-    raise InvalidInputError(f"{path}: unrecognised model file type {suffix!r}; expected an export folder, .onnx, "
-                            f"{'/'.join(ENGINE_SUFFIXES)}, {'/'.join(CHECKPOINT_SUFFIXES)} or .safetensors")
+    found = find_manifest_for(path)
+    art = found[1] if found else None
+    default = "fp16" if spec.runtime is Runtime.TENSORRT else FP32
+    prec = (art.effective_precision if art is not None else None) or default
+    return SourceOption(label=str(path), source=str(path), runtimes=((spec.runtime.value, (prec,)),))
 
 
 def option_for(source: str, device: Optional[str] = None) -> SourceOption:

@@ -1,8 +1,7 @@
 """Export: registry model -> checked, simplified ONNX -> FP16 / INT8 ONNX -> TensorRT engine, with a manifest.
 
 ``export(ExportConfig(model="ucmnet", fp16=True))`` runs the whole pipeline (``lightseg-export`` on the command
-line). Importing this package loads nothing heavy: ``export`` and ``ExportConfig`` are resolved on first use, so
-``lightseg_edge.export.manifest`` stays importable where only the standard library is (a Jetson runtime).
+line). Importing this package loads nothing heavy: ``export`` and ``ExportConfig`` are resolved on first use.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 
 from ..errors import ExportConfigError
 from ..types import MAX_BATCH, MAX_INPUT_SIDE
+from .targets import DEFAULT_FORMATS, FORMATS, get_target
 
 SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -34,6 +35,9 @@ class ExportConfig:
     ``data``: dataset root whose held-out (``val``) split feeds the parity and accuracy checks.
     ``engine``: ``"auto"`` builds a TensorRT engine when TensorRT and a GPU are present and records it as skipped
     otherwise; ``"off"`` never builds one.
+    ``formats``: what to produce (``--formats``): ``onnx`` (always made, every other target starts from it),
+    ``tensorrt`` (the engine step), ``openvino``, ``tflite``, ``coreml``; ``fp16``/``int8`` apply to each format that
+    has that precision.
     """
 
     model: Optional[str] = None
@@ -57,6 +61,7 @@ class ExportConfig:
     fp16_check_images: int = 8
     seed: int = 0
     engine: str = "auto"
+    formats: Tuple[str, ...] = DEFAULT_FORMATS
     progress: bool = True
     # The export's own PyTorch work is a handful of forward passes. With more than one OpenMP thread they stall when
     # other processes load the cores (2.4 s instead of 0.06 s per UCM-Net batch with a training job running on the
@@ -76,6 +81,15 @@ class ExportConfig:
     @property
     def dynamic(self) -> bool:
         return self.dynamic_batch is not None
+
+    @property
+    def builds_engine(self) -> bool:
+        return "tensorrt" in self.formats and self.engine != "off"
+
+    @property
+    def targets(self) -> Tuple[str, ...]:
+        """The requested formats that are target modules (not the pipeline's own ONNX and engine steps)."""
+        return tuple(f for f in self.formats if f not in DEFAULT_FORMATS)
 
 
 def _positive(value: int, flag: str, high: Optional[int] = None) -> None:
@@ -165,6 +179,7 @@ def validate(cfg: ExportConfig) -> None:
     _positive(cfg.torch_threads, "torch_threads")
     if cfg.engine not in ("auto", "off"):
         raise ExportConfigError(f"engine={cfg.engine!r}: expected 'auto' or 'off'")
+    _check_formats(cfg)
     if cfg.img_size is not None:
         _positive(cfg.img_size, "--img-size")
     if cfg.weights not in (None, RANDOM_WEIGHTS) and not Path(cfg.weights).is_file():
@@ -175,6 +190,18 @@ def validate(cfg: ExportConfig) -> None:
         raise ExportConfigError(f"--data {cfg.data}: folder not found")
     if cfg.output is not None and Path(cfg.output).exists() and not Path(cfg.output).is_dir():
         raise ExportConfigError(f"--output {cfg.output}: exists and is not a folder")
+
+
+def _check_formats(cfg: ExportConfig) -> None:
+    if not isinstance(cfg.formats, tuple) or not cfg.formats or any(f not in FORMATS for f in cfg.formats):
+        raise ExportConfigError(f"--formats {cfg.formats!r}: expected a non-empty tuple of {', '.join(FORMATS)}")
+    for name in cfg.targets:
+        target = get_target(name)
+        if target.needs_torch_model and cfg.from_onnx is not None:
+            raise ExportConfigError(f"--formats {name}: its converter starts from the PyTorch model; export with --model NAME, "
+                                    f"not --from-onnx")
+        if cfg.dynamic_batch is not None:
+            raise ExportConfigError(f"--formats {name}: {name} models take a static batch; drop --dynamic-batch (or export {name} separately)")
 
 
 def check_img_size(size: int, model: str, stride: int, flag: str = "--img-size", min_size: int = 0) -> None:

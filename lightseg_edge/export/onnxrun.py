@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -33,13 +33,19 @@ def batch_plan(static_batch: Optional[int], dynamic_max: Optional[int]) -> Tuple
 
 
 def run_onnx(session, x: np.ndarray, chunk: int, pad: bool) -> np.ndarray:
-    """Logits for every row of ``x``; a static-batch graph gets its last chunk padded by repeating the last image."""
+    """Logits for every row of ``x`` from an ONNX Runtime session (see ``run_batches``)."""
     name = session.get_inputs()[0].name
+    return run_batches(lambda xb: session.run(None, {name: xb})[0], x, chunk, pad)
+
+
+def run_batches(infer: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int, pad: bool) -> np.ndarray:
+    """Logits for every row of ``x``, ``chunk`` rows per call; a static-batch model gets its last chunk padded by
+    repeating the last image."""
     outs = []
     for start, stop in batches(len(x), chunk):
         xb = x[start:stop]
         if pad and len(xb) < chunk:
             xb = np.concatenate([xb, np.repeat(xb[-1:], chunk - len(xb), axis=0)])
-        y = session.run(None, {name: np.ascontiguousarray(xb, dtype=np.float32)})[0]
+        y = infer(np.ascontiguousarray(xb, dtype=np.float32))
         outs.append(np.asarray(y, dtype=np.float32)[: stop - start])
     return np.concatenate(outs)

@@ -29,15 +29,17 @@ from typing import Dict, List, Optional, Tuple
 
 from .._version import __version__
 from ..errors import ExportConfigError, ExportError
-from ..types import PreprocessConfig
+from ..types import InputSpec, PreprocessConfig
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .config import RANDOM_WEIGHTS, ExportConfig, check_fields, check_img_size, default_output, validate
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks
-from .manifest import FORMAT, MANIFEST_NAME, WEIGHTS_NAME, read_manifest, sha256_file
+from ..manifest import FORMAT, MANIFEST_NAME, WEIGHTS_NAME, read_manifest, sha256_file
 from .metadata import deploy_metadata, embed_metadata
 from .staging import Staging, recover_output
 from .parity import ParityReport
 from .steps import StepLog, StepRecord
+from .target_flow import run_targets
+from .targets import TargetJob
 
 log = logging.getLogger("lightseg_edge.export")
 
@@ -197,8 +199,8 @@ class _Engine:
     ) -> Optional[str]:
         from .tensorrt_build import build_engine, target_command, target_status
 
-        if self.cfg.engine == "off":
-            self.skipped = "engine build disabled (engine='off')"
+        if not self.cfg.builds_engine:
+            self.skipped = "engine build disabled (engine='off')" if self.cfg.engine == "off" else "tensorrt is not in --formats"
             self.steps.skip("tensorrt", self.skipped)
             return None
         ok, reason = target_status()
@@ -335,7 +337,14 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
             )
             (s / CALIB_LIST).write_text(used_set.listing())
             names.append(CALIB_LIST)
+        if cfg.targets:
+            job = TargetJob(onnx_fp32=s / FILE_NAMES["fp32"], stage=s, precisions=("fp32",) + cfg.precisions, preprocess=pre,
+                            input_spec=spec, model_name=cfg.model, model=model, calibration=calib, progress=cfg.progress)
+            target_artifacts, target_files = run_targets(cfg.targets, job, steps, scorer)
+            artifacts.update(target_artifacts)
+            names += target_files
         precision = cfg.engine_precision
+        preflight = _preflight(cfg, steps, s / FILE_NAMES[precision])
         engine = _Engine(cfg, steps)
         plan = engine.run(
             s / FILE_NAMES[precision],
@@ -365,6 +374,7 @@ def _export_model(cfg: ExportConfig) -> ExportResult:
             "calibration": calibration,
             "accuracy": scorer.to_dict(),
             "tensorrt": _trt_record(engine),
+            "tensorrt_preflight": preflight,
             "engine_build": {"status": "built" if plan else "skipped", "reason": engine.skipped, "command": engine.command},
             "tools": _tool_versions(),
             "parameters": params,
@@ -380,6 +390,19 @@ def _shape(shape) -> str:
 def _acc_line(r: VariantAccuracy) -> str:
     base = f"{r.variant} on {r.images} held-out images: mDice {r.mdice:.4f}, Dice* {r.dice_star:.4f}"
     return base if r.variant == "fp32" else f"{base}, delta mDice {r.delta_mdice:+.4f} vs fp32, mask agreement {r.agreement_dice:.4f}"
+
+
+def _preflight(cfg: ExportConfig, steps: StepLog, onnx_path: Path) -> Optional[dict]:
+    """The TensorRT ONNX-parser check of the graph an engine is built from, for the TensorRT versions users have; a
+    finding is reported, not fatal (a Jetson on TensorRT 10 does not care what 8.5 lacks)."""
+    from .trt_preflight import preflight
+
+    if "tensorrt" not in cfg.formats:
+        return None
+    report = steps.run("tensorrt-preflight", lambda: preflight(onnx_path), lambda r: r.summary())
+    if not report.ok:
+        log.warning("%s", report.summary())
+    return report.to_dict()
 
 
 def _trt_record(engine: _Engine) -> Optional[dict]:
@@ -424,6 +447,7 @@ def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
     out = Path(cfg.output) if cfg.output else src.parent
     steps = StepLog()
     steps.run("load-onnx", lambda: check_onnx(src), lambda _: f"{src}: onnx.checker ok, {count_nodes(src)} nodes")
+    source_preflight = _preflight(cfg, steps, src)  # before anything is copied: a parser gap is the first thing to know
     input_name, dims, output_name, opset = graph_io(src)
     old = _matching_manifest(src)
     _check_onnx_input(cfg, src, dims, old)
@@ -509,7 +533,15 @@ def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
             (s / CALIB_LIST).write_text(used_set.listing())
             if scorer is not None:
                 steps.run("accuracy-int8", lambda: scorer.score(paths["int8"], "int8"), _acc_line)
+        if cfg.targets:
+            spec = InputSpec(name=input_name, shape=(None if dynamic else dims[0], 3, h, w), output_name=output_name)
+            job = TargetJob(onnx_fp32=paths["fp32"], stage=s, precisions=("fp32",) + cfg.precisions, preprocess=pre, input_spec=spec,
+                            model_name=cfg.model, calibration=calib, progress=cfg.progress)
+            target_artifacts, target_files = run_targets(cfg.targets, job, steps, scorer)
+            artifacts.update(target_artifacts)
+            names += target_files
         precision = cfg.engine_precision
+        preflight = _preflight(cfg, steps, paths[precision]) if precision != "fp32" else source_preflight
         engine = _Engine(cfg, steps)
         plan = engine.run(
             paths[precision],
@@ -546,6 +578,7 @@ def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
             "calibration": calibration,
             "accuracy": accuracy,
             "tensorrt": _trt_record(engine) or (old or {}).get("tensorrt") if "engine" in artifacts else None,
+            "tensorrt_preflight": preflight,
             "engine_build": {"status": "built" if plan else "skipped", "reason": engine.skipped, "command": engine.command},
             "tools": _tool_versions(),
             "source_onnx": str(src),

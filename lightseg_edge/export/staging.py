@@ -38,7 +38,7 @@ from typing import Callable, List, Optional, Set
 
 from .._atomic import fsync_path
 from ..errors import ExportConfigError, ManifestError
-from .manifest import MANIFEST_NAME, listed_files, read_manifest, verify_artifacts, write_manifest
+from ..manifest import MANIFEST_NAME, listed_files, read_manifest, verify_artifacts, write_manifest
 
 STAGING_PREFIX = ".lightseg-export-"
 _OWNER = ".owner"  # "<host> <pid>" of the export writing into a staging folder

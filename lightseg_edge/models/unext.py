@@ -32,12 +32,13 @@ def _shift(x: torch.Tensor, axis: int, shift_size: int = 5) -> torch.Tensor:
 
     Groups are ``torch.chunk``'s split of the channels (e.g. 13, 13, 13, 13, 12 for 64), as released."""
     pad = shift_size // 2
-    h, w = x.shape[-2:]
     xp = F.pad(x, (pad, pad) if axis == 3 else (0, 0, pad, pad))
     parts = []
     for g, part in enumerate(torch.chunk(xp, shift_size, dim=1)):
-        start = 2 * pad - g  # roll by (g - pad), then crop [pad, pad + size)
-        parts.append(part[:, :, start : start + h] if axis == 2 else part[:, :, :, start : start + w])
+        # roll by (g - pad), then crop [pad, pad + size). The end counts from the far edge, a constant: an end taken
+        # from x.shape is traced as shape arithmetic, which Core ML's converter cannot take.
+        start, stop = 2 * pad - g, -g or None
+        parts.append(part[:, :, start:stop] if axis == 2 else part[:, :, :, start:stop])
     return torch.cat(parts, dim=1)
 
 

@@ -20,9 +20,9 @@ _LAZY = {
     "PyTorchPredictor": ".pytorch_backend",
     "OnnxRuntimePredictor": ".onnxruntime_backend",
     "TensorRTPredictor": ".tensorrt_backend",
-    "DeployManifest": ".manifest",
+    "DeployManifest": "..manifest",
     "ManifestError": "..errors",
-    "read_deploy_manifest": ".manifest",
+    "read_deploy_manifest": "..manifest",
     "draw_contours": "..data.overlay",
 }
 

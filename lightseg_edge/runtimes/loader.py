@@ -30,7 +30,7 @@ pytorch: ``cuda_graph``, ``threads`` (process-wide in torch); tensorrt: ``buffer
 
 An export folder is trusted only as far as its manifest vouches: every artifact, and the weights file the pytorch
 runtime rebuilds the model from, must lie inside the folder (symlinks resolved) and match its recorded sha256
-(``lightseg_edge.export.manifest.check_manifest`` / ``weights_file``); anything else is a one-line ManifestError.
+(``lightseg_edge.manifest.check_manifest`` / ``weights_file``); anything else is a one-line ManifestError.
 
 Only the PyTorch paths import torch: an export folder, ``.onnx`` or ``.plan`` source never does (for ``.plan``, given
 cuda-python or pycuda; see ``tensorrt_backend``).
@@ -42,45 +42,27 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
-from .._hashing import brief_repr, check_sha256, is_regular_file, sha256_file, shown
-from .._optional import is_available
+from .._hashing import brief_repr, check_sha256, is_artifact, sha256_file, shown
 from ..errors import CheckpointError, InvalidInputError
-from ..export.manifest import weights_file
+from ..manifest import (MANIFEST_NAME, Artifact, DeployManifest, ManifestError, find_manifest_for, read_deploy_manifest,
+                        verify_artifact, weights_file)
 from ..types import InputSpec, Precision, PreprocessConfig, Runtime
 from .base import BasePredictor
-from .manifest import MANIFEST_NAME, ONNX_VARIANTS, DeployManifest, ManifestError, find_manifest_for, read_deploy_manifest, verify_artifact
+from .registry import RUNTIMES, RuntimeSpec, artifact_key, check_options, get_runtime, known_suffixes, runtime_for_suffix
 
-ONNX_SUFFIXES = (".onnx",)
-ENGINE_SUFFIXES = (".plan", ".engine", ".trt")
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
-SAFETENSORS_SUFFIXES = (".safetensors",)
-RUNTIME_ALIASES = {
-    "auto": "auto", "pytorch": "pytorch", "torch": "pytorch", "onnxruntime": "onnxruntime", "ort": "onnxruntime",
-    "onnx": "onnxruntime", "tensorrt": "tensorrt", "trt": "tensorrt",
-}
-
-_COMMON = {"precision", "threshold", "preprocess", "input_spec", "model", "verify"}
-_PER_RUNTIME = {
-    "pytorch": {"cuda_graph", "threads"},
-    "onnxruntime": {"providers", "threads", "graph_optimization_level", "cache_dir"},
-    "tensorrt": {"buffers", "cuda_graph", "allow_host_code"},
-}
+PYTORCH = RUNTIMES[Runtime.PYTORCH]
+ONNXRUNTIME = RUNTIMES[Runtime.ONNXRUNTIME]
+TENSORRT = RUNTIMES[Runtime.TENSORRT]
+SAFETENSORS_SUFFIX = ".safetensors"
 
 Source = Union[str, "os.PathLike[str]", Any]
 
 
-def _runtime_name(runtime: Union[str, Runtime]) -> str:
-    key = runtime.value if isinstance(runtime, Runtime) else str(runtime).lower()
-    if key not in RUNTIME_ALIASES:
-        raise InvalidInputError(f"unknown runtime {runtime!r}; expected one of auto, pytorch, onnxruntime, tensorrt")
-    return RUNTIME_ALIASES[key]
-
-
-def _check_options(runtime: str, options: Dict[str, Any]) -> None:
-    allowed = _COMMON | _PER_RUNTIME[runtime]
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise InvalidInputError(f"unknown option(s) {', '.join(unknown)} for the {runtime} runtime; expected some of {', '.join(sorted(allowed))}")
+def _runtime(runtime: Union[str, Runtime]) -> Optional[RuntimeSpec]:
+    """The registry row for ``runtime``; None for 'auto'."""
+    if isinstance(runtime, str) and runtime.lower() == "auto":
+        return None
+    return get_runtime(runtime)
 
 
 def _preprocess_option(value: Any) -> Optional[PreprocessConfig]:
@@ -147,29 +129,18 @@ def _resolve_preprocess(path: Path, manifest_pre: Optional[PreprocessConfig], op
 # ---------------------------------------------------------------------------------------------------------------------
 # builders per runtime
 # ---------------------------------------------------------------------------------------------------------------------
-def _ort(path: Path, pre: PreprocessConfig, spec: Optional[InputSpec], device: Optional[str], precision: Precision,
-         options: Dict[str, Any]) -> BasePredictor:
-    from .onnxruntime_backend import OnnxRuntimePredictor
-
-    kw = {k: options[k] for k in ("providers", "threads", "graph_optimization_level", "cache_dir", "threshold") if k in options}
-    return OnnxRuntimePredictor(path, pre, input_spec=spec, device=device, precision=precision, **kw)
-
-
-def _trt(path: Path, pre: PreprocessConfig, spec: Optional[InputSpec], device: Optional[str], precision: Precision,
-         options: Dict[str, Any], sha256: Optional[str] = None, built_with: Optional[Dict[str, Any]] = None) -> BasePredictor:
-    from .tensorrt_backend import TensorRTPredictor
-
-    kw = {k: options[k] for k in ("buffers", "cuda_graph", "allow_host_code", "threshold") if k in options}
-    return TensorRTPredictor(path, pre, input_spec=spec, device=device, precision=precision, expected_sha256=sha256,
-                             built_with=built_with, **kw)
+def _file_predictor(spec: RuntimeSpec, path: Path, pre: PreprocessConfig, input_spec: Optional[InputSpec], device: Optional[str],
+                    precision: Precision, options: Dict[str, Any], **extra: Any) -> BasePredictor:
+    """A predictor of any file runtime: its class takes (path, preprocess, input_spec, device, precision, threshold, and
+    its own options from the registry row)."""
+    kw = {k: options[k] for k in spec.options | {"threshold"} if k in options}
+    return spec.predictor_class()(path, pre, input_spec=input_spec, device=device, precision=precision, **kw, **extra)
 
 
 def _torch_model(model: Any, pre: Optional[PreprocessConfig], device: Optional[str], options: Dict[str, Any], source: str) -> BasePredictor:
-    from .pytorch_backend import PyTorchPredictor
-
-    kw = {k: options[k] for k in ("cuda_graph", "threads", "threshold") if k in options}
+    kw = {k: options[k] for k in PYTORCH.options | {"threshold"} if k in options}
     prec = _precision(options.get("precision"), "fp32")
-    return PyTorchPredictor(model, preprocess=pre, device=device, precision=prec.value, source=source, **kw)
+    return PYTORCH.predictor_class()(model, preprocess=pre, device=device, precision=prec.value, source=source, **kw)
 
 
 def _from_checkpoint(path: Path, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
@@ -231,20 +202,19 @@ def _from_registry(name: str, device: Optional[str], options: Dict[str, Any]) ->
     return _torch_model(model, _preprocess_option(options.get("preprocess")), device, options, source=name)
 
 
-def _pick_folder_runtime(man: DeployManifest, device: Optional[str], precision: Optional[Precision]) -> str:
+def _pick_folder_runtime(man: DeployManifest, device: Optional[str], precision: Optional[Precision]) -> RuntimeSpec:
     eng = man.artifacts.get("engine")
     wants_engine = precision is None or eng is None or eng.precision is None or eng.precision == precision.value
-    has_cuda_binding = any(is_available(m) for m in ("cuda", "pycuda", "torch"))
-    if eng is not None and wants_engine and device != "cpu" and is_available("tensorrt") and has_cuda_binding:
-        return "tensorrt"
-    return "onnxruntime"
+    if eng is not None and wants_engine and TENSORRT.unusable_reason(device) is None:
+        return TENSORRT
+    return ONNXRUNTIME
 
 
 def _exported_weights(man: DeployManifest) -> Path:
     """The weights file the export was made from, inside the folder and matching its sha256 (see weights_file)."""
     path = weights_file(man.folder, man.raw)
-    if path.suffix.lower() not in SAFETENSORS_SUFFIXES + CHECKPOINT_SUFFIXES:
-        raise ManifestError(f"{shown(path)}: the export's weights are not a .safetensors file or a checkpoint ({'/'.join(CHECKPOINT_SUFFIXES)}); use runtime='onnxruntime'")
+    if path.suffix.lower() not in PYTORCH.suffixes:
+        raise ManifestError(f"{shown(path)}: the export's weights are not a .safetensors file or a checkpoint ({'/'.join(PYTORCH.suffixes)}); use runtime='onnxruntime'")
     return path
 
 
@@ -259,89 +229,96 @@ def _shipped_weights_match(man: DeployManifest) -> None:
                             f"use runtime='onnxruntime', or re-export with this version")
 
 
-def _from_folder(folder: Path, runtime: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
-    man = read_deploy_manifest(folder)
-    _check_model_option(man, options)
-    precision = _precision(options.get("precision"))
-    if runtime == "auto":
-        runtime = _pick_folder_runtime(man, device, precision)
-    _check_options(runtime, options)
-    pre = _preprocess_option(options.get("preprocess")) or man.preprocess
-    if pre is None:
-        raise ManifestError(f"{man.path}: this export records no preprocessing (exported from a bare ONNX); pass "
-                            f"preprocess=PreprocessConfig(size=(H, W), mode=...) or model=NAME")
-    spec = _input_spec_option(options.get("input_spec")) or man.input_spec
-    verify = options.get("verify", True)
-    if runtime == "tensorrt":
+def _folder_artifact(man: DeployManifest, spec: RuntimeSpec, precision: Optional[Precision]) -> Artifact:
+    """The artifact ``spec`` runs from this export: the engine, or the variant at ``precision`` (by default the
+    export's headline precision, else the best one the runtime has here)."""
+    folder = man.folder
+    if spec is TENSORRT:
         art = man.artifacts.get("engine")
         if art is None:
             raise ManifestError(f"{folder}: this export has no TensorRT engine (artifacts: {', '.join(man.artifacts)}); build one with lightseg-export on the target device")
         if precision is not None and art.precision and art.precision != precision.value:
             raise ManifestError(f"{folder}: the engine was built for {art.precision}, not {precision.value}; omit precision or rebuild the engine")
-        if not is_regular_file(art.path):
+        return art
+    have = {p.value: man.artifacts[artifact_key(spec, p.value)] for p in Precision if artifact_key(spec, p.value) in man.artifacts}
+    if not have:
+        raise ManifestError(f"{folder}: this export has no {spec.label} artifact (artifacts: {', '.join(man.artifacts)}); "
+                            f"export it with lightseg-export --formats {spec.artifact_prefix or 'onnx'}")
+    wanted = precision.value if precision is not None else (man.headline if man.headline in have else next(iter(have)))
+    if wanted not in have:
+        raise ManifestError(f"{folder}: no {wanted} {spec.label} artifact in this export; available: {', '.join(have)}")
+    return have[wanted]
+
+
+def _from_folder(folder: Path, spec: Optional[RuntimeSpec], device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    man = read_deploy_manifest(folder)
+    _check_model_option(man, options)
+    precision = _precision(options.get("precision"))
+    spec = spec or _pick_folder_runtime(man, device, precision)
+    check_options(spec, options)
+    pre = _preprocess_option(options.get("preprocess")) or man.preprocess
+    if pre is None:
+        raise ManifestError(f"{man.path}: this export records no preprocessing (exported from a bare ONNX); pass "
+                            f"preprocess=PreprocessConfig(size=(H, W), mode=...) or model=NAME")
+    if spec is PYTORCH:
+        return _folder_pytorch(man, pre, device, options)
+    art = _folder_artifact(man, spec, precision)
+    input_spec = _input_spec_option(options.get("input_spec")) or man.input_spec
+    verify = options.get("verify", True)
+    if spec is TENSORRT:
+        if not is_artifact(art.path):
             raise ManifestError(f"{shown(art.path)}: the manifest lists the engine but the file is missing")
         # The predictor hashes the very bytes it deserializes, so no swap can happen between the check and the load.
-        return _trt(art.path, pre, spec, device, Precision(art.precision or (precision.value if precision else "fp16")), options,
-                    sha256=art.sha256 if verify else None, built_with=man.tensorrt)
-    if runtime == "onnxruntime":
-        prec = precision or Precision(man.headline)
-        art = man.artifacts.get(prec.value)
-        if art is None:
-            have = [k for k in ONNX_VARIANTS if k in man.artifacts]
-            raise ManifestError(f"{folder}: no {prec.value} ONNX in this export; available: {', '.join(have) or 'none'}")
-        if verify:
-            verify_artifact(art)
-        return _ort(art.path, pre, spec, device, prec, options)
-    # pytorch from an export folder: the weights it was exported from
+        prec = Precision(art.precision or (precision.value if precision else "fp16"))
+        return _file_predictor(spec, art.path, pre, input_spec, device, prec, options,
+                               expected_sha256=art.sha256 if verify else None, built_with=man.tensorrt)
+    if verify:
+        verify_artifact(art)
+    return _file_predictor(spec, art.path, pre, input_spec, device, Precision(art.effective_precision), options)
+
+
+def _folder_pytorch(man: DeployManifest, pre: PreprocessConfig, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    """PyTorch from an export folder: the weights it was exported from."""
     if (man.raw.get("weights") or {}).get("source") == "pretrained":
         _shipped_weights_match(man)
         return _from_registry(man.model, device, options)
     weights = _exported_weights(man)
     opts = dict(options, model=options.get("model") or man.model, preprocess=pre)
-    loader = _from_safetensors if weights.suffix.lower() in SAFETENSORS_SUFFIXES else _from_checkpoint
+    loader = _from_safetensors if weights.suffix.lower() == SAFETENSORS_SUFFIX else _from_checkpoint
     return loader(weights, device, opts)
 
 
-def _from_file(path: Path, runtime: str, device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
-    suffix = path.suffix.lower()
-    if suffix in ONNX_SUFFIXES:
-        kind = "onnxruntime"
-    elif suffix in ENGINE_SUFFIXES:
-        kind = "tensorrt"
-    elif suffix in CHECKPOINT_SUFFIXES + SAFETENSORS_SUFFIXES:
-        kind = "pytorch"
-    else:
-        raise InvalidInputError(
-            f"{path}: unrecognised model file type {suffix!r}; expected an export folder, .onnx, "
-            f"{'/'.join(ENGINE_SUFFIXES)}, {'/'.join(CHECKPOINT_SUFFIXES)} or .safetensors"
-        )
-    if runtime == "auto":
-        runtime = kind
-    if runtime != kind:
-        raise InvalidInputError(f"{path}: a {suffix} file runs on the {kind} runtime, not {runtime}; export the model for {runtime} first")
-    _check_options(runtime, options)
-    if kind == "pytorch":
-        return (_from_safetensors if suffix in SAFETENSORS_SUFFIXES else _from_checkpoint)(path, device, options)
+def _from_file(path: Path, spec: Optional[RuntimeSpec], device: Optional[str], options: Dict[str, Any]) -> BasePredictor:
+    kind = runtime_for_suffix(path.suffix)
+    if kind is None:
+        raise InvalidInputError(f"{path}: unrecognised model file type {path.suffix.lower()!r}; expected an export folder or one of "
+                                f"{', '.join(known_suffixes())}")
+    spec = spec or kind
+    if spec is not kind:
+        raise InvalidInputError(f"{path}: a {path.suffix.lower()} file runs on the {kind.runtime.value} runtime, not "
+                                f"{spec.runtime.value}; export the model for {spec.runtime.value} first")
+    check_options(spec, options)
+    if spec is PYTORCH:
+        return (_from_safetensors if path.suffix.lower() == SAFETENSORS_SUFFIX else _from_checkpoint)(path, device, options)
     found = find_manifest_for(path)
     man, art = found if found else (None, None)
     if man is not None:
         _check_model_option(man, options)
     pre = _resolve_preprocess(path, man.preprocess if man else None, options)
-    spec = _input_spec_option(options.get("input_spec")) or (man.input_spec if man else None)
-    if kind == "onnxruntime":
-        if man is not None and options.get("verify", True):
-            verify_artifact(art)
-        default_prec = art.key if art is not None and art.key in ONNX_VARIANTS else "fp32"
-        return _ort(path, pre, spec, device, _precision(options.get("precision"), default_prec), options)
-    default_prec = (art.precision if art is not None else None) or "fp16"
-    return _trt(path, pre, spec, device, _precision(options.get("precision"), default_prec), options,
-                sha256=art.sha256 if art is not None and options.get("verify", True) else None,
-                built_with=man.tensorrt if man else None)
+    input_spec = _input_spec_option(options.get("input_spec")) or (man.input_spec if man else None)
+    verify = options.get("verify", True)
+    recorded = art.effective_precision if art is not None else None
+    if spec is TENSORRT:
+        return _file_predictor(spec, path, pre, input_spec, device, _precision(options.get("precision"), recorded or "fp16"), options,
+                               expected_sha256=art.sha256 if art is not None and verify else None,
+                               built_with=man.tensorrt if man else None)
+    if art is not None and verify:
+        verify_artifact(art)
+    return _file_predictor(spec, path, pre, input_spec, device, _precision(options.get("precision"), recorded or "fp32"), options)
 
 
 def _looks_like_path(source: str) -> bool:
-    suffixes = ONNX_SUFFIXES + ENGINE_SUFFIXES + CHECKPOINT_SUFFIXES + SAFETENSORS_SUFFIXES
-    return os.sep in source or "/" in source or Path(source).suffix.lower() in suffixes
+    return os.sep in source or "/" in source or Path(source).suffix.lower() in known_suffixes()
 
 
 def load_predictor(source: Source, runtime: Union[str, Runtime] = "auto", device: Optional[str] = None, **options: Any) -> BasePredictor:
@@ -350,30 +327,30 @@ def load_predictor(source: Source, runtime: Union[str, Runtime] = "auto", device
     ``device``: None picks the best available for the runtime (CUDA when present), ``'cpu'``, ``'cuda'`` or
     ``'cuda:N'``. Any problem is a ``LightsegError`` whose message names the source and what was expected.
     """
-    rt = _runtime_name(runtime)
+    spec = _runtime(runtime)
     if device is not None and not isinstance(device, str):
         device = str(device)
     if not isinstance(source, (str, os.PathLike)):
         if hasattr(source, "state_dict") and callable(source):  # a torch module, without importing torch to check
-            if rt not in ("auto", "pytorch"):
-                raise InvalidInputError(f"a model object runs on the pytorch runtime, not {rt}; export it first")
-            _check_options("pytorch", options)
+            if spec not in (None, PYTORCH):
+                raise InvalidInputError(f"a model object runs on the pytorch runtime, not {spec.runtime.value}; export it first")
+            check_options(PYTORCH, options)
             return _torch_model(source, _preprocess_option(options.get("preprocess")), device, options, source=type(source).__name__)
         raise InvalidInputError(f"source: expected a path, a registry model name or a model object, got {type(source).__name__}")
 
     if not str(source).strip():  # Path("") is the current folder
         raise InvalidInputError("source: expected a path, a registry model name or a model object, got an empty string")
     path = Path(source)
-    if path.is_dir():
-        return _from_folder(path, rt, device, options)
-    if path.is_file():
-        return _from_file(path, rt, device, options)
+    if path.is_dir() and runtime_for_suffix(path.suffix) is None:  # a .mlpackage is a folder, but a model file
+        return _from_folder(path, spec, device, options)
+    if path.is_file() or path.is_dir():
+        return _from_file(path, spec, device, options)
     text = str(source)
     if _looks_like_path(text):
-        raise InvalidInputError(f"{text}: no such file or folder; expected an export folder, .onnx, .plan/.engine, checkpoint or .safetensors")
-    if rt not in ("auto", "pytorch"):
-        raise InvalidInputError(f"{text!r} is not a file or folder; a registry model name runs on the pytorch runtime, not {rt}")
-    _check_options("pytorch", options)
+        raise InvalidInputError(f"{text}: no such file or folder; expected an export folder or one of {', '.join(known_suffixes())}")
+    if spec not in (None, PYTORCH):
+        raise InvalidInputError(f"{text!r} is not a file or folder; a registry model name runs on the pytorch runtime, not {spec.runtime.value}")
+    check_options(PYTORCH, options)
     return _from_registry(text, device, options)
 
 

@@ -101,7 +101,8 @@ def test_all_on_a_reduced_matrix(ucmnet_export, tmp_path, monkeypatch, capsys):
     real_run_jobs = runner.run_jobs
     monkeypatch.setattr(runner, "run_jobs", lambda jobs, **kw: real_run_jobs(jobs, **dict(kw, isolate=False)))
     paths, flags = _outputs(tmp_path)
-    assert main(["--all", "--precision", "fp32,int8", "--iters", "2", "--warmup", "1", "--threads", "1"] + flags) == 0
+    assert main(["--all", "--runtime", "pytorch,onnxruntime,tensorrt", "--precision", "fp32,int8", "--iters", "2", "--warmup", "1",
+                 "--threads", "1"] + flags) == 0
     report = _check_files(paths)
     got = [(r["runtime"], r["precision"], r["status"]) for r in report["results"]]
     trt = "ok" if is_available("tensorrt") else "skipped"

@@ -161,7 +161,7 @@ def test_failed_step_leaves_previous_export_intact(sample_dir, tmp_path, monkeyp
     """A failure after some files were made leaves the folder exactly as it was, old manifest included."""
     from lightseg_edge.export import export
     from lightseg_edge.export import parity as parity_mod
-    from lightseg_edge.export.manifest import read_manifest, verify_artifacts
+    from lightseg_edge.manifest import read_manifest, verify_artifacts
 
     out = tmp_path / "out"
     export(small_config(sample_dir, out, model="ucmnet", weights="random", img_size=128))
@@ -180,7 +180,7 @@ def test_failed_step_leaves_previous_export_intact(sample_dir, tmp_path, monkeyp
 def test_interrupted_commit_never_leaves_a_stale_manifest(sample_dir, tmp_path, monkeypatch):
     """If the commit fails (the disk fills while the new manifest is written), the folder is exactly as it was."""
     from lightseg_edge.export import export, pipeline
-    from lightseg_edge.export.manifest import read_manifest, verify_artifacts
+    from lightseg_edge.manifest import read_manifest, verify_artifacts
 
     out = tmp_path / "out"
     export(small_config(sample_dir, out, model="ucmnet", weights="random", img_size=128))

@@ -28,7 +28,7 @@ def test_export_fp32_fp16_int8_on_real_images(name, fitted_weights, sample_dir, 
     from lightseg_edge.export import export
     from lightseg_edge.export.fp16 import io_types
     from lightseg_edge.export.int8 import check_qdq_for_tensorrt
-    from lightseg_edge.export.manifest import read_manifest, sha256_file, verify_artifacts
+    from lightseg_edge.manifest import read_manifest, sha256_file, verify_artifacts
 
     weights = fitted_weights(name)
     out = tmp_path / "out"

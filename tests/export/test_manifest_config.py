@@ -8,7 +8,7 @@ import pytest
 
 from lightseg_edge.errors import ExportConfigError, ManifestError
 from lightseg_edge.export.config import ExportConfig, check_img_size, parse_dynamic_batch, validate
-from lightseg_edge.export.manifest import FORMAT, read_manifest, sha256_file, verify_artifacts, write_manifest
+from lightseg_edge.manifest import FORMAT, read_manifest, sha256_file, verify_artifacts, write_manifest
 
 
 def _manifest(**over):
@@ -79,7 +79,7 @@ def test_importing_export_loads_nothing_heavy():
     import sys
 
     heavy = "('torch', 'numpy', 'onnx', 'onnxruntime', 'tensorrt')"
-    for stmt in ("import lightseg_edge.export.manifest", "from lightseg_edge.export import ExportConfig; ExportConfig(model='x')"):
+    for stmt in ("import lightseg_edge.manifest", "from lightseg_edge.export import ExportConfig; ExportConfig(model='x')"):
         code = f"import sys; {stmt}; bad = [k for k in {heavy} if k in sys.modules]; assert not bad, bad"
         subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -192,7 +192,7 @@ def test_no_tensorrt_here_is_reported_as_a_reason():
 def test_engine_builds_and_loads(precision, sample_dir, tmp_path):
     """On a GPU machine with TensorRT: the strongly-typed engine builds from the precision-carrying ONNX."""
     from lightseg_edge.export import export
-    from lightseg_edge.export.manifest import read_manifest, verify_artifacts
+    from lightseg_edge.manifest import read_manifest, verify_artifacts
 
     kw = {"fp16": precision == "fp16", "int8": precision == "int8", "calib_data": str(sample_dir) if precision == "int8" else None}
     res = export(small_config(sample_dir, tmp_path / "out", model="ucmnet", weights="random", dynamic_batch=(1, 2, 4), **kw))

@@ -34,7 +34,7 @@ BAD = [
     (["--batch", "1,,8"], ["--batch", "1,,8"]),
     (["--batch", "-1"], ["--batch"]),
     (["--precision", "fp64"], ["--precision", "fp64", "fp32,fp16,int8"]),
-    (["--runtime", "pytorch,tflite"], ["--runtime", "tflite", "pytorch,onnxruntime,tensorrt"]),
+    (["--runtime", "pytorch,paddle"], ["--runtime", "paddle", "pytorch,onnxruntime,tensorrt,openvino,litert,coreml"]),
     (["--max-images", "0", "--data", str(SAMPLE)], ["--max-images"]),
     (["--max-images", "3"], ["--max-images", "--data"]),
     (["--split", "val"], ["--split", "--data"]),

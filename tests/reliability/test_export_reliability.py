@@ -21,7 +21,7 @@ import pytest
 from reliability_helpers import assert_one_line_error, run_main, snapshot
 
 from lightseg_edge.cli.export import main
-from lightseg_edge.export.manifest import read_manifest, verify_artifacts
+from lightseg_edge.manifest import read_manifest, verify_artifacts
 from lightseg_edge.export.staging import STAGING_PREFIX
 
 SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "isic_sample"
@@ -36,7 +36,7 @@ from lightseg_edge.cli.export import main
 from lightseg_edge.export import staging, steps
 
 kill_at, step = int(os.environ.get("LIGHTSEG_KILL_AT", "0")), os.environ.get("LIGHTSEG_KILL_STEP")
-ours = ("lightseg_edge.export.staging", "lightseg_edge.export.manifest", "lightseg_edge._atomic")
+ours = ("lightseg_edge.export.staging", "lightseg_edge.manifest", "lightseg_edge._atomic")
 state = {"on": False, "n": 0}
 
 def counted(fn):

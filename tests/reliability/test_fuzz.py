@@ -200,8 +200,8 @@ def _verdict(read, folder: Path) -> str:
 @settings(FUZZ, max_examples=300)
 @given(manifest=manifests())
 def test_manifest_readers_never_crash_and_always_agree(manifest, manifest_folder):
-    from lightseg_edge.export.manifest import read_manifest, verify_artifacts
-    from lightseg_edge.runtimes.manifest import read_deploy_manifest
+    from lightseg_edge.manifest import read_manifest, verify_artifacts
+    from lightseg_edge.manifest import read_deploy_manifest
 
     (manifest_folder / "manifest.json").write_text(json.dumps(manifest))
     verdicts = (_verdict(read_manifest, manifest_folder), _verdict(read_deploy_manifest, manifest_folder))
@@ -214,8 +214,8 @@ def test_manifest_readers_never_crash_and_always_agree(manifest, manifest_folder
 @settings(FUZZ, max_examples=60)
 @given(data=st.binary(max_size=64) | mutated([json.dumps(_valid("0" * 64)).encode()], header_bytes=400))
 def test_manifest_files_that_are_not_json(data, manifest_folder):
-    from lightseg_edge.export.manifest import read_manifest
-    from lightseg_edge.runtimes.manifest import read_deploy_manifest
+    from lightseg_edge.manifest import read_manifest
+    from lightseg_edge.manifest import read_deploy_manifest
 
     (manifest_folder / "manifest.json").write_bytes(data)
     assert _verdict(read_manifest, manifest_folder) == _verdict(read_deploy_manifest, manifest_folder)

@@ -72,7 +72,7 @@ def _weights_into(dst: Path) -> None:
 def template(tmp_path_factory) -> Path:
     """A valid folder: model.onnx, the shipped weights as weights.safetensors, manifest.json (written by the writer)."""
     from lightseg_edge._hashing import sha256_file
-    from lightseg_edge.export.manifest import write_manifest
+    from lightseg_edge.manifest import write_manifest
 
     folder = tmp_path_factory.mktemp("tiny") / "export"
     folder.mkdir()
@@ -283,8 +283,8 @@ def _outcome(read: Callable[[Path], object], folder: Path) -> str:
 
 
 def test_both_manifest_readers_accept_and_refuse_the_same_manifests(export, tmp_path):
-    from lightseg_edge.export.manifest import read_manifest
-    from lightseg_edge.runtimes.manifest import read_deploy_manifest
+    from lightseg_edge.manifest import read_manifest
+    from lightseg_edge.manifest import read_deploy_manifest
 
     (export / "elsewhere").symlink_to(tmp_path / "outside" / "model.onnx")
     variants = _variants(export) + [("symlink out", json.loads((export / "manifest.json").read_text()))]

@@ -110,8 +110,8 @@ def make_int8(src: Path, dst: Path, calib: np.ndarray) -> Path:
 
 def write_manifest(folder: Path, model_name: str, pre: PreprocessConfig, artifacts: Dict[str, Dict],
                    weights_source: str = "random", shape=(None, 3, 256, 256), tensorrt: Optional[Dict] = None) -> Path:
-    """A manifest with every key of the export contract (so lightseg_edge.export.manifest would accept it too)."""
-    from lightseg_edge.runtimes.manifest import sha256_file
+    """A manifest with every key of the export contract (so lightseg_edge.manifest would accept it too)."""
+    from lightseg_edge.manifest import sha256_file
 
     arts = {}
     for key, entry in artifacts.items():

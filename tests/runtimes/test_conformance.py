@@ -63,7 +63,7 @@ def predictor(request, checkpoint, export_dir, tmp_path_factory):
 
 
 def p_pre(export_dir):
-    from lightseg_edge.runtimes.manifest import read_deploy_manifest
+    from lightseg_edge.manifest import read_deploy_manifest
 
     return read_deploy_manifest(export_dir).preprocess
 

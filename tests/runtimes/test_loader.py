@@ -52,7 +52,7 @@ def test_missing_precision_lists_what_exists(folder_copy):
     man = json.loads((folder_copy / "manifest.json").read_text())
     del man["artifacts"]["int8"]
     (folder_copy / "manifest.json").write_text(json.dumps(man))
-    with pytest.raises(ManifestError, match=r"no int8 ONNX in this export; available: fp32, fp16"):
+    with pytest.raises(ManifestError, match=r"no int8 ONNX Runtime artifact in this export; available: fp32, fp16"):
         load_predictor(folder_copy, precision="int8")
 
 
@@ -283,7 +283,9 @@ def test_missing_file():
 
 
 def test_unknown_runtime_and_option(export_dir):
-    with pytest.raises(InvalidInputError, match="unknown runtime 'openvino'"):
+    with pytest.raises(InvalidInputError, match="unknown runtime 'paddle'; expected auto or one of pytorch, onnxruntime"):
+        load_predictor(export_dir, runtime="paddle")
+    with pytest.raises(ManifestError, match="has no OpenVINO artifact .*lightseg-export --formats openvino"):
         load_predictor(export_dir, runtime="openvino")
     with pytest.raises(InvalidInputError, match=r"unknown option\(s\) cuda_graph for the onnxruntime runtime"):
         load_predictor(export_dir, cuda_graph=True)
@@ -292,9 +294,9 @@ def test_unknown_runtime_and_option(export_dir):
 
 
 def test_unrecognised_file_type(tmp_path):
-    f = tmp_path / "model.tflite"
+    f = tmp_path / "model.tf"
     f.write_bytes(b"x")
-    with pytest.raises(InvalidInputError, match=r"unrecognised model file type '.tflite'"):
+    with pytest.raises(InvalidInputError, match=r"unrecognised model file type '.tf'; expected an export folder or one of .pt, "):
         load_predictor(f)
 
 

@@ -1,24 +1,30 @@
-"""The export folder contract: ``<out>/manifest.json``, written last and atomically.
+"""The export folder contract: ``<out>/manifest.json``, written last and atomically, and its typed reading.
 
-Runtimes and benchmarks read an export folder only through ``read_manifest`` (``runtimes.manifest`` wraps it in
-typed objects): ``check_manifest`` holds every rule once, so no reader can accept a folder another refuses. This
-module needs nothing beyond the standard library (it runs on the Jetson, Python 3.8).
+Export, runtimes and benchmarks read an export folder only through this module (``read_manifest`` for the JSON,
+``read_deploy_manifest`` for typed objects): ``check_manifest`` holds every rule once, so no reader can accept a
+folder another refuses. This module needs nothing beyond the standard library (it runs on the Jetson, Python 3.8).
 
 Keys: format, model, created, weights {source, sha256}, input (InputSpec.to_dict), preprocess
 (PreprocessConfig.to_dict), output, opset, artifacts {fp32|fp16|int8|engine: {path, sha256, ...}} with paths relative
-to the folder, parity, calibration, accuracy, tensorrt, tools, steps.
+to the folder, parity, calibration, accuracy, tensorrt, tools, steps. Artifact keys: ``fp32``, ``fp16``, ``int8``
+(ONNX), ``engine`` (TensorRT), and ``<target>-<precision>`` for the other targets (``openvino-fp16``,
+``tflite-int8``, ``coreml-fp32``); an entry may list ``companions`` ({path, sha256} files its main file needs, such as
+OpenVINO's weights .bin), held to the same rules. A Core ML ``.mlpackage`` is a folder; its sha256 covers every file
+in it (``_hashing.sha256_file``).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Set, Union
+from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
-from .._atomic import write_text_atomic
-from ..errors import ManifestError, OutputError
-from ..types import MAX_INPUT_SIDE, NORMALIZE_MODES, PreprocessConfig
-from .._hashing import brief_repr, check_sha256, file_problem, is_regular_file, member_path, sha256_file, shown  # noqa: F401  (sha256_file re-exported)
+from ._atomic import write_text_atomic
+from ._hashing import brief_repr, check_sha256, file_problem, is_regular_file, member_path, sha256_file, shown, verify_file  # noqa: F401  (sha256_file re-exported)
+from .errors import ManifestError, OutputError
+from .types import MAX_INPUT_SIDE, NORMALIZE_MODES, InputSpec, PreprocessConfig
 
 FORMAT = "lightseg-export/1"
 FORMAT_PREFIX = "lightseg-export/"
@@ -42,8 +48,10 @@ REQUIRED_KEYS = (
     "tools",
     "steps",
 )
-ARTIFACT_KINDS = ("fp32", "fp16", "int8", "engine")
+ARTIFACT_KINDS = ("fp32", "fp16", "int8", "engine")  # the ONNX variants and the TensorRT engine
+ONNX_VARIANTS = ("fp32", "fp16", "int8")
 PRECISIONS = ("fp32", "fp16", "int8")
+TARGET_KIND = re.compile(r"[a-z][a-z0-9]*-(?:fp32|fp16|int8)")  # another target's artifact: "<target>-<precision>"
 
 PathLike = Union[str, Path]
 
@@ -118,7 +126,22 @@ def artifact_file(folder: Path, kind: str, entry: object, where: Path) -> Path:
     check_sha256(entry.get("sha256"), f"artifact {kind!r} ({brief_repr(entry.get('path'))})", where)
     if entry.get("precision") is not None and entry.get("precision") not in PRECISIONS:
         raise ManifestError(f"{where}: artifact {kind!r} has precision {brief_repr(entry.get('precision'))}; expected one of {', '.join(PRECISIONS)}")
+    companion_files(folder, kind, entry, where)
     return path
+
+
+def companion_files(folder: Path, kind: str, entry: Dict, where: Path) -> List[Tuple[Path, str]]:
+    """(resolved path, sha256) of the files an artifact's main file needs beside it, under the artifacts' rules."""
+    companions = entry.get("companions", [])
+    if not isinstance(companions, list):
+        raise ManifestError(f"{where}: artifact {kind!r}: 'companions' must be a list of {{path, sha256}}, found {brief_repr(companions)}")
+    out = []
+    for item in companions:
+        if not isinstance(item, dict):
+            raise ManifestError(f"{where}: artifact {kind!r}: a companion must be {{path, sha256}}, found {brief_repr(item)}")
+        path = member_path(folder, item.get("path"), f"artifact {kind!r} companion", where)
+        out.append((path, check_sha256(item.get("sha256"), f"artifact {kind!r} companion ({brief_repr(item.get('path'))})", where)))
+    return out
 
 
 def check_manifest(data: object, where: Path) -> Dict[str, Path]:
@@ -140,9 +163,10 @@ def check_manifest(data: object, where: Path) -> Dict[str, Path]:
         raise ManifestError(f"{where}: 'artifacts' is empty; the export produced no model file")
     if not isinstance(arts, dict) or "fp32" not in arts:
         raise ManifestError(f"{where}: 'artifacts' must be an object with at least the 'fp32' model, found {brief_repr(arts)}")
-    unknown = [k for k in arts if k not in ARTIFACT_KINDS]
+    unknown = [k for k in arts if k not in ARTIFACT_KINDS and not (isinstance(k, str) and TARGET_KIND.fullmatch(k))]
     if unknown:
-        raise ManifestError(f"{where}: unknown artifact kind {brief_repr(unknown[0])}; expected one of {', '.join(ARTIFACT_KINDS)}")
+        raise ManifestError(f"{where}: unknown artifact kind {brief_repr(unknown[0])}; expected one of {', '.join(ARTIFACT_KINDS)} "
+                            f"or '<target>-<precision>' (e.g. 'openvino-fp16')")
     return {kind: artifact_file(where.parent, kind, entry, where) for kind, entry in arts.items()}
 
 
@@ -177,9 +201,11 @@ def verify_artifacts(folder: PathLike, manifest: Dict) -> List[str]:
     files = check_manifest(manifest, where)
     problems = []
     for kind, path in files.items():
-        problem = file_problem(path, manifest["artifacts"][kind]["sha256"])
-        if problem:
-            problems.append(f"{kind}: {problem}")
+        entry = manifest["artifacts"][kind]
+        for file, sha in [(path, entry["sha256"])] + companion_files(where.parent, kind, entry, where):
+            problem = file_problem(file, sha)
+            if problem:
+                problems.append(f"{kind}: {problem}")
     return problems
 
 
@@ -243,7 +269,99 @@ def listed_files(manifest: object) -> Set[str]:
         return set()
     arts = manifest.get("artifacts")
     calib, weights = manifest.get("calibration"), manifest.get("weights")
-    names = [a.get("path") for a in arts.values() if isinstance(a, dict)] if isinstance(arts, dict) else []
+    entries = [a for a in arts.values() if isinstance(a, dict)] if isinstance(arts, dict) else []
+    names = [a.get("path") for a in entries]
+    names += [c.get("path") for a in entries if isinstance(a.get("companions"), list) for c in a["companions"] if isinstance(c, dict)]
     names.append(calib.get("list_file") if isinstance(calib, dict) else None)
     names.append(WEIGHTS_NAME if isinstance(weights, dict) and weights.get("source") == WEIGHTS_NAME else None)
     return {n for n in names if isinstance(n, str)}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# typed reading, for load_predictor and the bench
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Artifact:
+    key: str  # "fp32" | "fp16" | "int8" | "engine"
+    path: Path  # absolute, symlinks resolved, inside the folder
+    sha256: str
+    precision: Optional[str] = None  # engines record the precision they were built for
+    companions: Tuple[Tuple[Path, str], ...] = ()  # (path, sha256) of files the main file needs (OpenVINO's .bin)
+
+    @property
+    def effective_precision(self) -> Optional[str]:
+        """The recorded precision, else the one its key names ('fp16', 'openvino-fp16'); None for an engine without one."""
+        tail = self.key.rsplit("-", 1)[-1]
+        return self.precision or (tail if tail in PRECISIONS else None)
+
+
+@dataclass(frozen=True)
+class DeployManifest:
+    folder: Path
+    model: str
+    input_spec: InputSpec
+    preprocess: Optional[PreprocessConfig]  # None: exported from a bare ONNX; the caller must pass preprocess=
+    artifacts: Dict[str, Artifact]
+    tensorrt: Optional[Dict[str, Any]] = None  # {"version", "gpu", "compute_capability"} of the engine build
+    raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / MANIFEST_NAME
+
+    @property
+    def headline(self) -> str:
+        """The precision the export was made for, the one its folder is named after (``ucmnet-256-fp16``): the lowest
+        ONNX precision it holds, as its engine is built from that one."""
+        for precision in ("int8", "fp16"):
+            if precision in self.artifacts:
+                return precision
+        return "fp32"
+
+    def artifact_for(self, path: Union[str, Path]) -> Optional[Artifact]:
+        """The artifact entry whose file is ``path`` (None when the manifest does not list it)."""
+        target = Path(path).resolve()
+        for art in self.artifacts.values():
+            if art.path == target:
+                return art
+        return None
+
+
+def verify_artifact(art: Artifact) -> None:
+    """Refuse a missing file or one whose sha256 differs from the manifest (truncated copy, wrong file)."""
+    for path, sha in ((art.path, art.sha256),) + art.companions:
+        verify_file(path, sha)
+
+
+def read_deploy_manifest(folder: Union[str, Path]) -> DeployManifest:
+    """Parse ``<folder>/manifest.json``; every problem is a ManifestError naming the file."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{folder}: no {MANIFEST_NAME} here; expected an export folder written by lightseg-export")
+    d = load_manifest(path)
+    files = check_manifest(d, path)
+    arts = d["artifacts"]
+    artifacts = {key: Artifact(key=key, path=files[key], sha256=arts[key]["sha256"].lower(), precision=arts[key].get("precision"),
+                               companions=tuple(companion_files(folder, key, arts[key], path)))
+                 for key in files}
+    pre = PreprocessConfig.from_dict(d["preprocess"]) if d["preprocess"] is not None else None
+    trt_info = d.get("tensorrt") if isinstance(d.get("tensorrt"), dict) else None
+    return DeployManifest(folder=folder, model=d["model"], input_spec=InputSpec.from_dict(d["input"]), preprocess=pre,
+                          artifacts=artifacts, tensorrt=trt_info, raw=d)
+
+
+def find_manifest_for(file: Union[str, Path]) -> Optional[Tuple[DeployManifest, Artifact]]:
+    """The manifest in ``file``'s folder that lists ``file`` as an artifact, if any.
+
+    A manifest that is present but unreadable is an error: silently ignoring it would run the model with guessed
+    preprocessing.
+    """
+    file = Path(file)
+    if not (file.parent / MANIFEST_NAME).is_file():
+        return None
+    man = read_deploy_manifest(file.parent)
+    art = man.artifact_for(file)
+    if art is None:
+        return None
+    return man, art

@@ -1,0 +1,75 @@
+"""The target loop of the export: every requested non-ONNX format built, then each artifact scored.
+
+One loop for every row of the target table (``export.targets``): build the files in the staging folder, record each
+artifact (with its companions) for the manifest, load it through its runtime's predictor from the runtime registry
+and score it on the held-out images against the FP32 ONNX; an artifact whose runtime cannot run here is recorded as
+not scored, with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+from ..errors import BackendUnavailableError, ExportError
+from ..manifest import sha256_file
+from ..runtimes.registry import RUNTIMES
+from .accuracy import HeldoutScorer, VariantAccuracy
+from .steps import StepLog
+from .targets import BuiltArtifact, Target, TargetJob, get_target
+
+
+def _entry(job: TargetJob, art: BuiltArtifact) -> dict:
+    path = job.stage / art.path
+    size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    entry = {"path": art.path, "precision": art.precision, "sha256": sha256_file(path), "bytes": size, **art.extra}
+    if art.companions:
+        entry["companions"] = [{"path": c, "sha256": sha256_file(job.stage / c)} for c in art.companions]
+    return entry
+
+
+def _score(target: Target, job: TargetJob, path: str, precision: str, key: str, scorer: HeldoutScorer, **options) -> VariantAccuracy:
+    predictor = RUNTIMES[target.runtime].predictor_class()(job.stage / path, job.preprocess, device="cpu", precision=precision, **options)
+    try:
+        return scorer.score_predictor(predictor, key)
+    finally:
+        predictor.close()
+
+
+def _acc_line(r: VariantAccuracy) -> str:
+    return (f"{r.variant} ({r.runtime}) on {r.images} held-out images: mDice {r.mdice:.4f}, delta {r.delta_mdice:+.4f} vs fp32 ONNX, "
+            f"mask agreement {r.agreement_dice:.4f}")
+
+
+def run_targets(names: Tuple[str, ...], job: TargetJob, steps: StepLog, scorer: Optional[HeldoutScorer]) -> Tuple[Dict[str, dict], List[str]]:
+    """(manifest artifact entries by key, file names to commit) for the targets ``names``."""
+    artifacts: Dict[str, dict] = {}
+    files: List[str] = []
+    for name in names:
+        target = get_target(name)
+        built = steps.run(name, lambda: target.build(job), lambda arts: ", ".join(f"{a.key}: {a.path}" for a in arts))
+        reason = target.runnable()
+        for art in built:
+            artifacts[art.key] = _entry(job, art)
+            files += [art.path, *art.companions]
+            _check(target, job, art.path, art.precision, art.key, steps, scorer, reason)
+        by_key = {a.key: a for a in built}
+        for key, source, options in target.extra_scores:
+            if source in by_key:
+                try:
+                    _check(target, job, by_key[source].path, by_key[source].precision, key, steps, scorer, reason, **options)
+                except ExportError as exc:  # an optional setting this machine lacks (bf16 without AVX512-BF16) is no failure
+                    if not isinstance(exc.__cause__, BackendUnavailableError):
+                        raise
+                    steps.records.pop()
+                    steps.skip(f"accuracy-{key}", f"not runnable here: {exc.__cause__}")
+    return artifacts, files
+
+
+def _check(target: Target, job: TargetJob, path: str, precision: str, key: str, steps: StepLog, scorer: Optional[HeldoutScorer],
+           reason: Optional[str], **options) -> None:
+    if reason is not None:
+        steps.skip(f"accuracy-{key}", f"not runnable here: {reason}")
+        if scorer is not None:
+            scorer.unscored[key] = reason
+    elif scorer is not None:
+        steps.run(f"accuracy-{key}", lambda: _score(target, job, path, precision, key, scorer, **options), _acc_line)

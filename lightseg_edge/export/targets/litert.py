@@ -1,0 +1,269 @@
+"""LiteRT (TFLite) target: the PyTorch deploy-form model -> ``model.fp32.tflite`` and ``model.int8.tflite``.
+
+FP32: ``litert_torch.convert(model, (sample,))`` (torch.export -> StableHLO -> TFLite). It starts from the PyTorch
+module, not from the ONNX: onnx2tf fails on UCM-Net's normalisation constants. The converted model keeps the PyTorch
+signature: one NCHW float32 input (static batch, the ONNX's shape) and NCHW float32 logits; the conversion inserts
+the NHWC transposes inside the graph, so the same preprocessing feeds every runtime.
+
+INT8: full-integer post-training quantisation with ai-edge-quantizer (what litert-torch uses underneath; its own
+``QuantConfig`` offers PT2E, built on torch.ao.quantization that torch 2.13 deprecates). The recipe is AEQ's
+``static_wi8_ai8`` (every supported op: int8 weights, symmetric per-channel; int8 activations, asymmetric per-tensor,
+min/max calibrated on ``job.calibration``) with the graph's input and output left float32 (AEQ's ``NO_QUANTIZE`` on
+the virtual INPUT/OUTPUT ops): a QUANTIZE op after the input and a DEQUANTIZE before the output, int8 in between.
+That keeps the predictor's I/O identical to the FP32 file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from ..._atomic import write_bytes_atomic
+from ..._optional import is_available, require
+from ...errors import ExportConfigError, ExportError
+from ...types import Runtime
+from . import BuiltArtifact, Target, TargetJob
+
+NAME = "tflite"
+PRECISIONS = ("fp32", "int8")
+CONVERTER = "litert-torch"
+EXTRA = "litert"
+SIGNATURE = "serving_default"  # litert_torch.model.DEFAULT_SIGNATURE_NAME
+CALIB_CHUNK = 16  # calibration images preprocessed at a time (AEQ runs them one by one anyway)
+
+# What the recipe is, in words, for the manifest: AEQ static_wi8_ai8 + float32 graph I/O.
+INT8_RECIPE = {
+    "tool": "ai-edge-quantizer",
+    "recipe": "static_wi8_ai8",
+    "ops": "ALL_SUPPORTED",
+    "weights": "int8, symmetric, per-channel",
+    "activations": "int8, asymmetric, per-tensor",
+    "algorithm": "min_max_uniform_quant",
+    "io": "float32 (INPUT/OUTPUT not quantized: QUANTIZE after the input, DEQUANTIZE before the output)",
+}
+
+# Native-log lines the converter and the TFLite interpreter always write to fd 2, each harmless: absl INFO lines
+# ("I0000 ... port.cc oneDNN custom operations are on", "flatbuffer_export.cc Estimated count of arithmetic ops"),
+# the absl pre-init banner, TFLite's "INFO: Created TensorFlow Lite XNNPACK delegate", torchao's optional-kernel
+# probes, torch's pytree deprecation notice for torchao's enums, and AEQ's tqdm calibration bars (carriage-return
+# lines). Everything else is passed through.
+_NOISE = re.compile(
+    r"^(?:"
+    r"I\d{4} [\d:. ]+\d+ \S+\.cc:\d+\]"  # absl INFO
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|INFO: Created TensorFlow Lite XNNPACK delegate for CPU\."
+    r"|Failed to load \S*torchao\S*: Could not load this library"
+    r"|W\d{4} [\d:. ]+\d+ \S*_pytree\.py:\d+\] .* is an Enum subclass"
+    r"|(?:Running Calibration|Generating Quantization Parameters|Applying Transformations)[^\n]*"
+    r"|\s*"
+    r")"
+)
+
+
+def runnable() -> Optional[str]:
+    """None when ``.tflite`` files can be run here (ai-edge-litert installed), else why not."""
+    if is_available("ai_edge_litert"):
+        return None
+    return f"ai-edge-litert is not installed (pip install 'lightseg-edge[{EXTRA}]')"
+
+
+# -- log noise ---------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _env(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration (litert-torch reads its switches from the environment on use)."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _native_stderr_filtered() -> Iterator[None]:
+    """Capture fd 2 (C++ logging bypasses Python) and write back every line that is not known noise.
+
+    Nothing is dropped on failure: the captured text is written back unfiltered when the body raises, so a converter
+    crash report stays visible."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace")
+            lines = [seg for line in text.splitlines() for seg in line.split("\r")]
+            keep = lines if failed else [ln for ln in lines if not _NOISE.match(ln)]
+            if keep:
+                os.write(2, ("\n".join(keep) + "\n").encode())
+
+
+@contextlib.contextmanager
+def _quiet(progress: bool) -> Iterator[None]:
+    """Silence litert-torch's progress tree (unless ``progress``), the Python warnings torch.export and litert-torch
+    always give for these models, and the native INFO logs; errors and unknown warnings still show."""
+    show = "y" if progress else "n"
+    pytree = logging.getLogger("torch.utils._pytree")
+    level = pytree.level
+    pytree.setLevel(logging.ERROR)  # "<enum 'KernelPreference'> is an Enum subclass ..." when torchao is imported
+    try:
+        with _env(LITERT_TORCH_SHOW_PROGRESS=show), _native_stderr_filtered(), warnings.catch_warnings():
+            # torch's pytree deprecation, raised inside torch.export's own unpickling of tree specs
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*isinstance\(treespec, LeafSpec\)")
+            # AEQ's calibrator keeps every intermediate tensor on purpose (that is how it reads their ranges)
+            warnings.filterwarnings("ignore", category=UserWarning, message=r".*experimental_preserve_all_tensors")
+            yield
+    finally:
+        pytree.setLevel(level)
+
+
+# -- conversion --------------------------------------------------------------------------------------------------
+def _versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for dist in ("litert-torch", "ai-edge-quantizer", "ai-edge-litert", "torch"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def convert_fp32(model: Any, shape: Tuple[int, ...], progress: bool = False) -> bytes:
+    """The deploy-form module (eval mode) -> TFLite flatbuffer bytes, for a static NCHW float32 input ``shape``."""
+    torch = require("torch", purpose="the tflite export target")
+    with _quiet(progress):
+        litert_torch = require("litert_torch", extra=EXTRA, purpose="the tflite export target")
+        sample = torch.zeros(*shape, dtype=torch.float32)
+        model = model.eval()
+        with torch.no_grad():
+            edge = litert_torch.convert(model, (sample,))
+        return bytes(edge.model_content())
+
+
+def int8_recipe() -> Any:
+    """AEQ's static_wi8_ai8 recipe with float32 graph input and output (see the module docstring)."""
+    rm_mod = require("ai_edge_quantizer.recipe_manager", extra=EXTRA, purpose="tflite INT8 quantisation")
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    op = qtyping.TFLOperationName
+    rm = rm_mod.RecipeManager()
+    rm.add_static_config(".*", op.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8,
+                         algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    rm.add_quantization_config(".*", op.INPUT, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    rm.add_quantization_config(".*", op.OUTPUT, algorithm_key=AlgorithmName.NO_QUANTIZE)
+    return rm.get_quantization_recipe()
+
+
+def _signature_input_name(flatbuffer: bytes) -> str:
+    from ai_edge_litert.interpreter import Interpreter
+
+    sig = Interpreter(model_content=flatbuffer).get_signature_list()
+    if SIGNATURE not in sig or len(sig[SIGNATURE]["inputs"]) != 1:
+        raise ExportError("tflite-int8", f"the converted model's signatures are {sig}; expected one input in {SIGNATURE!r}")
+    return sig[SIGNATURE]["inputs"][0]
+
+
+def quantize_int8(flatbuffer: bytes, calib_batches: List[Any], threads: int = 1, progress: bool = False) -> bytes:
+    """FP32 flatbuffer + calibration inputs (arrays (1, 3, H, W) float32) -> full-integer INT8 flatbuffer."""
+    aeq = require("ai_edge_quantizer", extra=EXTRA, purpose="tflite INT8 quantisation")
+    with _quiet(progress):
+        name = _signature_input_name(flatbuffer)
+        q = aeq.Quantizer(bytearray(flatbuffer), int8_recipe())
+        stats = q.calibrate({SIGNATURE: [{name: x} for x in calib_batches]}, num_threads=threads)
+        result = q.quantize(stats, enable_progress_bar=progress, enable_progress_report=False)
+        return bytes(result.quantized_model)
+
+
+def _calibration_batches(job: TargetJob) -> List[Any]:
+    from ..images import load_inputs
+
+    samples = list(job.calibration.samples)
+    out = []
+    for start in range(0, len(samples), CALIB_CHUNK):
+        x = load_inputs(samples[start:start + CALIB_CHUNK], job.preprocess)
+        out.extend(x[i:i + 1] for i in range(len(x)))  # the file's batch; calibrate one image per invoke
+    batch = int(job.input_spec.shape[0] or 1)
+    if batch > 1:  # a static batch > 1: group images, the last group padded by repetition
+        import numpy as np
+
+        flat = np.concatenate(out)
+        pad = (-len(flat)) % batch
+        if pad:
+            flat = np.concatenate([flat, np.repeat(flat[-1:], pad, axis=0)])
+        out = [flat[i:i + batch] for i in range(0, len(flat), batch)]
+    return out
+
+
+def build(job: TargetJob) -> Tuple[BuiltArtifact, ...]:
+    wanted = [p for p in PRECISIONS if p in job.precisions]
+    if not wanted:
+        return ()
+    if job.model is None:
+        raise ExportConfigError("the tflite target converts from the PyTorch model: export with --model NAME, not --from-onnx")
+    if "int8" in wanted and (job.calibration is None or len(job.calibration) == 0):
+        raise ExportConfigError("tflite int8 needs calibration images: pass --calib-data DIR (a dataset root or a folder of images)")
+    shape = tuple(job.input_spec.shape)
+    if len(shape) != 4 or any(not isinstance(d, int) or d < 1 for d in shape):
+        raise ExportConfigError(f"the tflite target needs a static NCHW input shape, got {list(shape)}; export with a fixed --batch")
+    job.stage.mkdir(parents=True, exist_ok=True)
+    versions = _versions()
+    try:
+        fp32 = convert_fp32(job.model, shape, progress=job.progress)
+    except ExportConfigError:
+        raise
+    except Exception as exc:  # torch.export / the MLIR lowering: one line naming the model
+        raise ExportError("tflite-fp32", f"litert-torch could not convert {job.model_name or 'the model'}: {_one_line(exc)}") from exc
+    out: List[BuiltArtifact] = []
+    common = {"converter": CONVERTER, "versions": versions, "input_layout": "NCHW", "signature": SIGNATURE}
+    if "fp32" in wanted:
+        write_bytes_atomic(job.stage / "model.fp32.tflite", fp32)
+        out.append(BuiltArtifact(key=f"{NAME}-fp32", path="model.fp32.tflite", precision="fp32",
+                                 extra={**common, "quantisation": None}))
+    if "int8" in wanted:
+        try:
+            int8 = quantize_int8(fp32, _calibration_batches(job), progress=job.progress)
+        except ExportConfigError:
+            raise
+        except Exception as exc:
+            raise ExportError("tflite-int8", f"ai-edge-quantizer could not quantise {job.model_name or 'the model'}: {_one_line(exc)}") from exc
+        write_bytes_atomic(job.stage / "model.int8.tflite", int8)
+        recipe = dict(INT8_RECIPE, calibration_images=len(job.calibration))
+        out.append(BuiltArtifact(key=f"{NAME}-int8", path="model.int8.tflite", precision="int8",
+                                 extra={**common, "quantisation": recipe}))
+    return tuple(out)
+
+
+TARGET = Target(name=NAME, runtime=Runtime.LITERT, precisions=PRECISIONS, needs_torch_model=True,
+                runnable=runnable, build=build)
