@@ -4,7 +4,7 @@ Scored at network resolution, as the papers' evaluation scripts do (UCM-Net and 
 each image goes through the shared ``preprocess`` (the same code training, calibration and every runtime use),
 ``predictor.infer`` gives logits, ``logits_to_proba`` + ``proba_to_mask`` threshold them at the predictor's threshold,
 and the ground truth is resized to the network size with nearest-neighbour interpolation. Metrics come from
-``train.metrics.MetricAccumulator``: per-image mDice/mIoU and dataset-level Dice*/IoU*.
+``metrics.MetricAccumulator``: per-image mDice/mIoU and dataset-level Dice*/IoU*.
 
 Deltas: the fp32 PyTorch row of the same model and weights in the same run is the reference. Without one (a bare
 ONNX file, or PyTorch not in the run) the delta is left empty rather than taken against something else.
@@ -20,7 +20,7 @@ from ..data.io import read_image, read_mask
 from ..data.layouts import Sample, list_samples
 from ..data.transforms import logits_to_proba, preprocess_batch, proba_to_mask, resize_mask
 from ..errors import DataError
-from ..train.metrics import MetricAccumulator
+from ..metrics import MetricAccumulator, expected_drop
 from .records import AccuracyStats, BenchResult
 
 
@@ -80,8 +80,10 @@ def add_deltas(results: Sequence[BenchResult]) -> List[BenchResult]:
     for r in results:
         ref = refs.get(_reference_key(r))
         if r.accuracy is not None and ref is not None and ref.images == r.accuracy.images and ref.split == r.accuracy.split:
+            delta = r.accuracy.mdice - ref.mdice
             acc = AccuracyStats(**{**r.accuracy.to_dict(), "resolution": r.accuracy.resolution, "reference": "pytorch fp32",
-                                   "delta_mdice": r.accuracy.mdice - ref.mdice, "delta_miou": r.accuracy.miou - ref.miou})
+                                   "delta_mdice": delta, "delta_miou": r.accuracy.miou - ref.miou,
+                                   "within_expected": delta >= -expected_drop(r.precision)})
             r = r.with_(accuracy=acc)
         out.append(r)
     return out

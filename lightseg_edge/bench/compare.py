@@ -30,7 +30,7 @@ import numpy as np
 from ..data.layouts import Sample
 from ..data.transforms import logits_to_mask, preprocess_batch, proba_to_mask, resize_mask
 from ..errors import DataError, InvalidInputError
-from ..train.metrics import Confusion, dice, iou
+from ..metrics import Confusion, dice, iou
 
 BAND_PX = 3  # "near the outline": within this many pixels of either mask's contour
 LOGITS, PROBABILITIES = "logits", "probabilities"

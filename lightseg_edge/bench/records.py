@@ -115,6 +115,7 @@ class AccuracyStats:
     reference: Optional[str] = None  # the row the deltas are taken against ("pytorch fp32")
     delta_mdice: Optional[float] = None
     delta_miou: Optional[float] = None
+    within_expected: Optional[bool] = None  # delta_mdice within the precision's allowance (metrics.EXPECTED_MAX_DROP)
 
     def to_dict(self) -> Dict[str, Any]:
         d = asdict(self)

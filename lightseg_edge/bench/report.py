@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .._atomic import describe_os_error, write_bytes_atomic
 from ..errors import InvalidInputError, OutputError
+from ..metrics import expected_drop
 from .records import BenchReport, BenchResult, ClaimCheck
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -100,7 +101,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence
 
 def _result_cells(r: BenchResult, note_ref: str = "") -> List[str]:
     lat, mem, acc = r.latency, r.memory, r.accuracy
-    status = r.status + (f" {note_ref}" if note_ref else "")
+    status = status_label(r) + (f" {note_ref}" if note_ref else "")
     return [
         r.model, r.runtime, r.precision, str(r.batch), status, _params(r.params), _num(None if r.macs is None else r.macs / 1e9, ".4f"),
         _num(None if r.size_bytes is None else r.size_bytes / 1e6, ".2f"), _mb(mem.load_delta_mb if mem else None),
@@ -114,7 +115,21 @@ def _row_notes(r: BenchResult) -> List[str]:
     """What a reader must know about a row: why it did not run, why it has no accuracy, why its latency is noise."""
     if not r.ok:
         return [r.reason or ""]
-    return [t for t in (r.noise, None if r.accuracy is not None else r.accuracy_note) if t]
+    return [t for t in (r.noise, None if r.accuracy is not None else r.accuracy_note, _low_accuracy(r)) if t]
+
+
+def _low_accuracy(r: BenchResult) -> Optional[str]:
+    """Ultralytics' 'exported, but accuracy below threshold': the row ran, and lost more mDice than its precision may."""
+    acc = r.accuracy
+    if acc is None or acc.within_expected is not False:
+        return None
+    return (f"accuracy below threshold: {r.precision} loses {-acc.delta_mdice:.4f} mDice against {acc.reference} "
+            f"(allowed {expected_drop(r.precision):.4f})")
+
+
+def status_label(r: BenchResult) -> str:
+    """The status a reader sees: ok, low-acc (ran, accuracy below its precision's allowance), skipped, failed."""
+    return "low-acc" if r.ok and r.accuracy is not None and r.accuracy.within_expected is False else r.status
 
 
 def _note_ref(r: BenchResult, notes: Dict[str, int]) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
 from .._atomic import check_output_dir
+from .._defaults import default_data_dir  # noqa: F401  (the CLIs' --data default)
 from .._hashing import shown
 from ..errors import LightsegError, OutputError
 from ..types import MAX_BATCH, MAX_INPUT_SIDE, MAX_SEED, MAX_THREADS, MAX_WORKERS
@@ -62,17 +63,6 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
-
-
-def default_data_dir() -> Optional[str]:
-    """``--data`` default: $LIGHTSEG_ISIC2018, else ``data/isic2018`` in the working folder, when present."""
-    import os
-
-    env = os.environ.get("LIGHTSEG_ISIC2018")
-    if env:
-        return env
-    cand = Path.cwd() / "data" / "isic2018"
-    return str(cand.resolve()) if cand.is_dir() else None
 
 
 def _number(kind: type, low: float, inclusive: bool, words: str, high: Optional[float] = None) -> Callable[[str], float]:

@@ -105,7 +105,7 @@ def _run(argv: List[str]) -> int:
     from ..models import create_model
     from ..models._weights import pretrained_path, sha256_file
     from ..runtimes.pytorch_backend import PyTorchPredictor
-    from ..train.metrics import MetricAccumulator
+    from ..metrics import MetricAccumulator
     from ..train.trainer import predict_masks
 
     if not args.data:

@@ -23,19 +23,10 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from ..data.transforms import logits_to_proba, proba_to_mask
-from ..train.metrics import Confusion, MetricAccumulator, dice
+from ..metrics import EXPECTED_MAX_DROP, Confusion, MetricAccumulator, dice, expected_drop  # noqa: F401
 from .onnxrun import cpu_session, run_batches, run_onnx
 
 log = logging.getLogger("lightseg_edge.export")
-
-# fp32 on another runtime differs from ONNX Runtime only by summation order: a change in the 4th decimal is a fault.
-EXPECTED_MAX_DROP = {"fp32": 0.0005, "fp16": 0.005, "bf16": 0.005, "int8": 0.02}
-
-
-def expected_drop(variant: str) -> float:
-    """'int8', 'openvino-int8', 'openvino-bf16' -> the allowance of that precision."""
-    return EXPECTED_MAX_DROP.get(variant.rsplit("-", 1)[-1], 0.0)
-
 
 @dataclass(frozen=True)
 class VariantAccuracy:

@@ -29,7 +29,7 @@ SAMPLE_DIR = Path(__file__).resolve().parents[2] / "tests" / "assets" / "isic_sa
 
 def default_image_root() -> Optional[str]:
     """``--data`` default: $LIGHTSEG_ISIC2018 or ./data/isic2018, else the committed sample set."""
-    from ..cli._common import default_data_dir
+    from .._defaults import default_data_dir
 
     found = default_data_dir()
     if found:

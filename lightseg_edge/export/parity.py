@@ -19,7 +19,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import ParityError
-from ..train.metrics import Confusion, dice
+from ..metrics import Confusion, dice
 from .onnxrun import cpu_session, run_onnx
 
 PARITY_ATOL = 1e-3

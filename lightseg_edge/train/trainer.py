@@ -28,7 +28,7 @@ from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessCon
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import autocast, keep_dilated_convs_fp32, resolve_device
 from .losses import LOSSES, group_loss
-from .metrics import MetricAccumulator
+from ..metrics import MetricAccumulator
 from .recipes import recipe_for
 
 

@@ -65,3 +65,18 @@ def test_deltas_are_taken_against_fp32_pytorch_of_the_same_weights():
     assert rows[0].accuracy.delta_mdice == 0.0
     assert rows[1].accuracy.delta_mdice == pytest.approx(-0.05) and rows[1].accuracy.reference == "pytorch fp32"
     assert rows[2].accuracy.delta_mdice is None  # no reference row for those weights
+
+
+@pytest.mark.parametrize("runtime,precision,mdice,label", [
+    ("onnxruntime", "int8", 0.79, "ok"),  # -0.01: inside int8's 0.02
+    ("openvino", "int8", 0.75, "low-acc"),  # -0.05
+    ("litert", "fp32", 0.799, "low-acc"),  # fp32 on another runtime may differ only by rounding
+    ("openvino", "fp16", 0.797, "ok"),
+])
+def test_a_row_losing_more_than_its_precision_allows_is_flagged(runtime, precision, mdice, label):
+    from lightseg_edge.bench.report import format_results, status_label
+
+    ref, row = add_deltas([_row("pytorch", "fp32", 0.80), _row(runtime, precision, mdice)])
+    assert status_label(row) == label and status_label(ref) == "ok"
+    text = format_results([ref, row])
+    assert ("accuracy below threshold" in text) == (label == "low-acc")

@@ -22,7 +22,7 @@ from runtime_helpers import export_onnx, make_fp16, write_manifest  # noqa: E402
 from lightseg_edge.bench.compare import AbsHistogram, disagreement  # noqa: E402
 from lightseg_edge.cli.compare import main  # noqa: E402
 from lightseg_edge.data.io import read_image, read_mask  # noqa: E402
-from lightseg_edge.train.metrics import Confusion, dice  # noqa: E402
+from lightseg_edge.metrics import Confusion, dice  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 

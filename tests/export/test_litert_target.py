@@ -25,9 +25,10 @@ from lightseg_edge.types import PreprocessConfig, Runtime  # noqa: E402
 MODEL = "ucmnet"
 SIZE = 256  # the shipped weights' training size (at 128 the int8 file loses far more: 0.85 mean Dice)
 FP32_MIN_DICE = 0.999
-# The brief's goal for INT8 is 0.99; full-integer int8 (every op, LayerNorm-style MEAN/RSQRT included) does not reach
-# it on UCM-Net: measured here 0.95-0.96 mean over the 8 sample images (ORT's Q/DQ int8 of the same model: 0.984 at
-# 256x256). The floor below catches a broken quantiser (random masks score ~0.5); the strict xfail records the gap.
+# The brief's goal for INT8 is 0.99. The shipped recipe (convolutions int8, the rest float32) reaches it on the eight
+# sample images (0.993 mean). On real data it does not quite: 0.984 on 50 ISIC 2018 val images, 0.987 on 40 test
+# images (dataset-level), the level of ONNX Runtime Q/DQ and OpenVINO int8 (0.985 val); full-integer int8 (every op,
+# the norms' MEAN/RSQRT included) is 0.973. The floor catches a broken quantiser (random masks score ~0.5).
 INT8_GOAL_DICE = 0.99
 INT8_MIN_DICE = 0.90
 
@@ -144,6 +145,7 @@ def test_artifacts_and_manifest_extra(built):
     assert arts["tflite-fp32"]["extra"]["quantisation"] is None
     recipe = arts["tflite-int8"]["extra"]["quantisation"]
     assert recipe["recipe"] == "static_wi8_ai8" and recipe["calibration_images"] == 4 and "float32" in recipe["io"]
+    assert recipe["full_integer"] is False and recipe["ops"] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
     assert not list(built["folder"].glob(".*.tmp"))  # atomic writes left nothing behind
 
 
@@ -155,16 +157,18 @@ def test_fp32_keeps_the_nchw_float_signature(built):
     assert list(it.get_signature_list()) == ["serving_default"]
 
 
-def test_int8_file_is_integer_inside_with_float_io(built):
+def test_int8_file_has_int8_convolutions_and_float_elsewhere(built):
     it = _interpreter(built["folder"] / "model.int8.tflite")
     (inp,), (out,) = it.get_input_details(), it.get_output_details()
     assert np.dtype(inp["dtype"]) == np.float32 and np.dtype(out["dtype"]) == np.float32
-    dtypes = [np.dtype(t["dtype"]) for t in it.get_tensor_details()]
-    n_int8, n_f32 = sum(d == np.int8 for d in dtypes), sum(d == np.float32 for d in dtypes)
-    assert n_int8 > 100 and n_f32 <= 4, (n_int8, n_f32)  # float only at the graph's edges
-    ops = {op["op_name"] for op in it._get_ops_details()}
-    assert {"QUANTIZE", "DEQUANTIZE", "CONV_2D"} <= ops
-    conv_weights = [t for t in it.get_tensor_details() if np.dtype(t["dtype"]) == np.int8
+    tensors = it.get_tensor_details()
+    ops = it._get_ops_details()
+    convs = [op for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    assert len(convs) > 10 and all(np.dtype(tensors[op["inputs"][0]]["dtype"]) == np.int8 for op in convs)
+    norms = [op for op in ops if op["op_name"] in ("MEAN", "RSQRT")]
+    assert norms and all(np.dtype(tensors[op["outputs"][0]]["dtype"]) == np.float32 for op in norms)
+    assert {"QUANTIZE", "DEQUANTIZE"} <= {op["op_name"] for op in ops}
+    conv_weights = [t for t in tensors if np.dtype(t["dtype"]) == np.int8
                     and len(t["quantization_parameters"]["scales"]) > 1]
     assert conv_weights, "no per-channel int8 weights"
 
@@ -182,7 +186,6 @@ def test_int8_masks_close_to_onnxruntime_fp32(built, images, ort_masks):
     assert all(m.any() for m in _litert_masks(built, "int8", images[:2]))  # not an all-background model
 
 
-@pytest.mark.xfail(strict=True, reason="full-integer int8 UCM-Net reaches ~0.95-0.96 mean Dice vs fp32 here, not 0.99")
 def test_int8_reaches_the_0_99_goal(built, images, ort_masks):
     dice = [mask_dice(a, b) for a, b in zip(_litert_masks(built, "int8", images), ort_masks)]
     assert np.mean(dice) >= INT8_GOAL_DICE

@@ -106,7 +106,7 @@ def test_masks_agree_with_onnxruntime(built, sample_dir):
     from lightseg_edge.data.io import read_image
     from lightseg_edge.runtimes.onnxruntime_backend import OnnxRuntimePredictor
     from lightseg_edge.runtimes.openvino_backend import OpenVINOPredictor
-    from lightseg_edge.train.metrics import Confusion, dice
+    from lightseg_edge.metrics import Confusion, dice
 
     job, arts = built
     images = [read_image(p) for p in sorted((sample_dir / "images").iterdir())]
@@ -130,3 +130,34 @@ def test_int8_without_calibration_images_is_a_config_error(onnx_export, tmp_path
         TARGET.build(_job(onnx_export, tmp_path / "stage", ("fp32", "int8"), None))
     assert "\n" not in str(info.value) and list((tmp_path / "stage").iterdir()) == []
 
+
+
+def test_the_build_sends_no_telemetry(onnx_export, sample_dir, tmp_path):
+    """OpenVINO's converter and NNCF send usage data (from a forked process, in a background thread) unless consent is
+    declined; the export makes no network connections, so after a build in a fresh process nothing may have forked
+    and the telemetry singleton must hold no consent."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        def no_fork():
+            raise AssertionError("os.fork() called during the OpenVINO build")
+        os.fork = no_fork
+        from pathlib import Path
+        from test_openvino_target import _job
+        from lightseg_edge.export.images import calibration_set
+        from lightseg_edge.export.targets.openvino import TARGET
+        job = _job(Path({str(onnx_export)!r}), Path({str(tmp_path / "stage")!r}), ("fp32", "int8"), calibration_set({str(sample_dir)!r}, 2))
+        print(sorted(a.key for a in TARGET.build(job)))
+        import threading, openvino_telemetry
+        for t in threading.enumerate():  # let any sender thread run before judging
+            if t is not threading.current_thread() and not t.daemon:
+                t.join(30)
+        print("consent", openvino_telemetry.Telemetry().consent)
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "['openvino-fp32', 'openvino-int8']" in res.stdout and "consent False" in res.stdout

@@ -52,7 +52,7 @@ def _bf16_cpu() -> bool:
 
 def test_masks_equal_onnxruntime_with_the_f32_hint(ir, onnx_static, model, sample_images):
     from lightseg_edge.runtimes.onnxruntime_backend import OnnxRuntimePredictor
-    from lightseg_edge.train.metrics import Confusion, dice
+    from lightseg_edge.metrics import Confusion, dice
     from lightseg_edge.types import Runtime
 
     with OnnxRuntimePredictor(onnx_static, model.cfg.preprocess, threads=1) as ort_p:

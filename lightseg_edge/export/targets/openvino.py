@@ -37,9 +37,21 @@ def build(job: TargetJob) -> Tuple[BuiltArtifact, ...]:
     wanted = [p for p in TARGET.precisions if p in job.precisions]
     if "int8" in wanted and job.calibration is None:
         raise ExportConfigError("--formats openvino with --int8 needs calibration images: pass --calib-data DIR")
+    _telemetry_off()
     ov = require("openvino", extra="openvino", purpose="the OpenVINO export target")
     model = _convert(ov, job)
     return tuple(_BUILDERS[p](ov, model, job) for p in wanted)
+
+
+def _telemetry_off() -> None:
+    """OpenVINO's converter and NNCF send usage telemetry from a forked process unless a consent file in the home
+    folder says no. The toolkit makes no network connections, so this process declines consent without writing that
+    file (the fork would also deadlock a process that has loaded JAX, as the LiteRT converter does)."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package, nothing to send
+        return
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED
 
 
 def _convert(ov: Any, job: TargetJob) -> Any:

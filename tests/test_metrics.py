@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lightseg_edge.train.metrics import Confusion, MetricAccumulator, dice, iou, summary
+from lightseg_edge.metrics import Confusion, MetricAccumulator, dice, iou, summary
 
 GT = np.array([[1, 1, 0, 0], [1, 1, 0, 0]], np.uint8)
 PRED = np.array([[1, 1, 1, 0], [0, 1, 0, 0]], np.uint8)  # tp 3, fp 1, fn 1, tn 3
@@ -64,7 +64,7 @@ def test_shape_mismatch_and_no_images():
 
 
 def test_dice_tail_by_hand():
-    from lightseg_edge.train.metrics import dice_tail
+    from lightseg_edge.metrics import dice_tail
 
     # numpy's linear percentiles on 6 values: p5 at position 0.25, p10 at 0.5, median between the 3rd and 4th
     tail = dice_tail([1.0, 0.0, 0.8, 0.4, 0.9, 0.6])
