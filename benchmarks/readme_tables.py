@@ -8,8 +8,9 @@ project's own commands, run on a quiet machine (pause any training first: ``kill
 
 - ``zoo-table`` and ``claims-table``: the shipped model cards and ``results/zoo-latency.json`` from
   ``lightseg-bench --all --runtime onnxruntime --precision fp32 --threads 2 --json benchmarks/results/zoo-latency.json``;
-- ``precision-table``: ``results/export-ucmnet.json``, the manifest written by
-  ``lightseg-export --model ucmnet --fp16 --int8 --calib-data DATA --output OUT`` (copied from ``OUT/manifest.json``);
+- ``precision-table``: ``results/export-ucmnet.json``, the manifest written by ``lightseg-export --model ucmnet
+  --formats onnx,openvino,tflite,coreml,tensorrt --fp16 --int8 --calib-data DATA --data DATA --output OUT`` (copied
+  from ``OUT/manifest.json``);
 - ``bench-table``: ``results/bench-ucmnet.json`` from ``lightseg-bench --export-dir OUT --data DATA --threads 2
   --json benchmarks/results/bench-ucmnet.json``;
 - ``cpu-targets``: ``results/ort_vs_eager.json`` from ``python benchmarks/ort_vs_eager.py --out benchmarks/results``.
@@ -61,13 +62,18 @@ def claims_table() -> str:
 def precision_table() -> str:
     manifest = _json("export-ucmnet.json")
     acc = manifest["accuracy"]
-    lines = [f"{acc['images']} held-out images ({acc['source'].split(' of ')[0]}), {acc['runtime']}, agreement = mask Dice vs "
-             f"the fp32 masks; INT8 calibrated on {manifest['calibration']['images']} `{manifest['calibration']['split']}` images "
-             f"(list sha256 `{manifest['calibration']['list_sha256'][:12]}`), seed {manifest['calibration'].get('seed', '–')}:", "",
-             "| variant | mDice | Dice* | Δ mDice vs fp32 | agreement with fp32 |", "|---|---:|---:|---:|---:|"]
+    lines = [f"{acc['images']} held-out images ({acc['source'].split(' of ')[0]}), each artifact on its own runtime's CPU predictor, "
+             f"agreement = mask Dice vs the fp32 ONNX masks; INT8 calibrated on {manifest['calibration']['images']} "
+             f"`{manifest['calibration']['split']}` images (list sha256 `{manifest['calibration']['list_sha256'][:12]}`), "
+             f"seed {manifest['calibration'].get('seed', '–')}:", "",
+             "| artifact | runtime | mDice | Dice* | Δ mDice vs fp32 ONNX | agreement with fp32 ONNX |", "|---|---|---:|---:|---:|---:|"]
     for v in acc["variants"].values():
         delta = "–" if v["variant"] == "fp32" else f"{v['delta_mdice']:+.4f}"
-        lines.append(f"| {v['variant']} | {v['mdice']:.4f} | {v['dice_star']:.4f} | {delta} | {v['agreement_dice']:.4f} |")
+        flag = "" if v.get("within_expected", True) else " (beyond its allowance)"
+        lines.append(f"| {v['variant']} | {v.get('runtime', 'onnxruntime')} | {v['mdice']:.4f} | {v['dice_star']:.4f} | {delta}{flag} | "
+                     f"{v['agreement_dice']:.4f} |")
+    for key, reason in (acc.get("not_scored") or {}).items():
+        lines.append(f"| {key} | – | not scored: {reason} | | | |")
     return "\n".join(lines) + "\n"
 
 

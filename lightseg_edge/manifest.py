@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple, Union
 from ._atomic import write_text_atomic
 from ._hashing import brief_repr, check_sha256, file_problem, is_regular_file, member_path, sha256_file, shown, verify_file  # noqa: F401  (sha256_file re-exported)
 from .errors import ManifestError, OutputError
-from .types import MAX_INPUT_SIDE, NORMALIZE_MODES, InputSpec, PreprocessConfig
+from .types import MAX_INPUT_SIDE, NORMALIZE_MODES, PRECISION_NAMES, InputSpec, PreprocessConfig
 
 FORMAT = "lightseg-export/1"
 FORMAT_PREFIX = "lightseg-export/"
@@ -49,8 +49,8 @@ REQUIRED_KEYS = (
     "steps",
 )
 ARTIFACT_KINDS = ("fp32", "fp16", "int8", "engine")  # the ONNX variants and the TensorRT engine
-ONNX_VARIANTS = ("fp32", "fp16", "int8")
-PRECISIONS = ("fp32", "fp16", "int8")
+ONNX_VARIANTS = PRECISION_NAMES
+PRECISIONS = PRECISION_NAMES
 TARGET_KIND = re.compile(r"[a-z][a-z0-9]*-(?:fp32|fp16|int8)")  # another target's artifact: "<target>-<precision>"
 
 PathLike = Union[str, Path]

@@ -17,6 +17,9 @@ class Precision(str, Enum):
     INT8 = "int8"
 
 
+PRECISION_NAMES = tuple(p.value for p in Precision)  # ("fp32", "fp16", "int8"): CLI choices, manifest keys, bench order
+
+
 class TrainPrecision(str, Enum):
     """The autocast dtype of a training run's forward pass (weights and optimiser stay fp32)."""
 
@@ -123,7 +126,12 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class PaperClaims:
-    """Efficiency figures as the paper states them, with where they come from."""
+    """Efficiency figures as the paper states them, with where they come from.
+
+    The ``*_why`` fields hold what was established about one claim (from the paper's released code and counting here):
+    the benchmark's claim check (``lightseg_edge.bench.claims``) appends it to its verdict's reason, or, where the
+    paper states no such figure, gives it in brackets as the reason why. Empty: nothing to add.
+    """
 
     params: Optional[int] = None
     gmacs: Optional[float] = None  # the papers' "GFLOPs" are thop MAC counts
@@ -132,3 +140,25 @@ class PaperClaims:
     isic2018_dice: Optional[float] = None  # as the paper reports it (its own split and averaging)
     source: str = ""
     notes: Tuple[str, ...] = field(default_factory=tuple)
+    params_why: str = ""
+    gmacs_why: str = ""
+    memory_mb_why: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A model's training defaults, taken from its paper's released training script (``source`` names it).
+
+    Each model file registers its own with its ``ModelConfig``; ``lightseg_edge.train.recipes.recipe_for`` reads it.
+    """
+
+    loss: str  # a name in lightseg_edge.train.losses.LOSSES
+    group_weights: Optional[Tuple[float, ...]] = None  # deep supervision weights, deepest stage first
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 8
+    epochs: int = 300
+    t_max: int = 50  # CosineAnnealingLR period in epochs (capped at the run's epochs)
+    min_lr: float = 1e-5
+    source: str = ""

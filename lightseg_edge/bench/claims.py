@@ -14,6 +14,10 @@ reproducing the baselines' published figures):
   + input tensor bytes + output tensor bytes) / 2^20, i.e. parameters x 4 B + 1.0 MiB at 256x256. Recomputed here
   with our parameter count, and shown next to the real inference memory the benchmark measured (RSS), which also
   holds activations, the runtime and the allocator.
+
+The figures and what is known about each discrepancy live with each model, in its file in ``lightseg_edge.models``
+(``get_model_config(name).claims``: a ``PaperClaims`` with its source and per-claim ``*_why``); this module holds only
+the checking.
 """
 
 from __future__ import annotations
@@ -26,33 +30,6 @@ from .records import BenchResult, ClaimCheck
 
 MIB = float(1 << 20)
 
-# What was established (from the papers' released code and measurement here) about each discrepancy. Keyed by
-# (model, claim).
-EXPLANATIONS: Dict[Tuple[str, str], str] = {
-    ("ucmnet", "params"): (
-        "the paper's 49,932 belongs to a model variant that is not public: the released code (chunyuyuan/UCM-Net@de98f42) has "
-        "47,436, and the authors' own notebook prints 47,436; 1,248 of those are never used by the forward pass and are omitted "
-        "here, giving 46,188 (46,055 in the deployed single-output form) [counted here]"
-    ),
-    ("ucmnet", "gmacs"): (
-        "the paper's 0.0465 is thop MACs of the training forward with the 5 deep-supervision heads (the released code gives "
-        "0.045193; thop without heads 0.036805) [thop 0.1.1, measured here]"
-    ),
-    ("ucmnet", "memory_mb"): (
-        "with the released code's 47,436 parameters the formula gives 1.1810, which the authors' notebook prints "
-        "[chunyuyuan/UCM-Net example.ipynb]"
-    ),
-    ("unet", "gmacs"): (
-        "54.7378 G is a thop count, which overstates each stride-2 transposed conv 4x (it counts output elements x Cin x k^2); "
-        "true MACs are about 48.30 G [computed here]"
-    ),
-    ("lmsaunet", "params"): (
-        "the paper's 0.39 M is exactly the N = 32 model (387,878, registered as lmsaunet_n32); the paper's stated default N = 8, "
-        "which the released checkpoints use, has 476,738 [counted here]"
-    ),
-    ("lmsaunet_n32", "params"): "N = 32 is the released code's default and the only setting that gives the paper's 0.39 M [counted here]",
-    ("malunet", "params"): "6 tied Conv1d pairs: 146,711 parameters of unique storage, but numel() over parameters() counts 177,943 [counted here]",
-}
 GMACS_METHOD = (
     "the paper's 'GFLOPs' are thop MACs of the training forward (norm modules add 2-4 MACs per element, stage heads "
     "counted); ours are torch FlopCounterMode MACs of the deployed forward (conv/linear/matmul only), a lower bound; "
@@ -148,11 +125,17 @@ def _memory_context(model: str, results: Sequence[BenchResult]) -> List[Dict[str
     return list(out.values())
 
 
+def _absent(statement: str, why: str) -> str:
+    """``statement`` that the paper gives no such figure, with the claim's ``*_why`` in brackets when there is one."""
+    return f"{statement} ({why})" if why else statement
+
+
 def _params_check(name: str, claims: Any, fig: ModelFigures) -> ClaimCheck:
     paper, released = claims.params, claims.released_code_params
     extra = {"deploy_params": fig.deploy_params, "source": claims.source}
     if paper is None:
-        return ClaimCheck(name, "params", None, fig.params, "not claimed", "the paper states no parameter count", "params", released, extra)
+        return ClaimCheck(name, "params", None, fig.params, "not claimed", _absent("the paper states no parameter count", claims.params_why),
+                          "params", released, extra)
     tol = _half_unit(paper)
     parts = []
     if abs(fig.params - paper) <= tol:
@@ -170,8 +153,8 @@ def _params_check(name: str, claims: Any, fig: ModelFigures) -> ClaimCheck:
                 parts.append(f"released code {released:,} ({fig.params - released:+,} ours)")
     if fig.deploy_params != fig.params:
         parts.append(f"the deployed forward uses {fig.deploy_params:,}")
-    if (name, "params") in EXPLANATIONS:
-        parts.append(EXPLANATIONS[(name, "params")])
+    if claims.params_why:
+        parts.append(claims.params_why)
     return ClaimCheck(name, "params", paper, fig.params, verdict, "; ".join(parts), "params", released, extra)
 
 
@@ -182,7 +165,7 @@ def _gmacs_check(name: str, claims: Any, fig: ModelFigures) -> ClaimCheck:
     if ours is None:
         return ClaimCheck(name, "gmacs", paper, None, "not measured", "MACs were not computed in this run", "GMACs", None, extra)
     if paper is None:
-        why = "the paper states no GMACs figure (its tables were not available)" if name.startswith("lmsaunet") else "the paper states no GMACs figure"
+        why = _absent("the paper states no GMACs figure", claims.gmacs_why)
         return ClaimCheck(name, "gmacs", None, ours, "not claimed", f"{why}; ours {ours:.4f} G", "GMACs", None, extra)
     tol = _half_unit(paper)
     if abs(ours - paper) <= tol:
@@ -190,8 +173,8 @@ def _gmacs_check(name: str, claims: Any, fig: ModelFigures) -> ClaimCheck:
     else:
         verdict, head = "differs", f"ours {ours:.4f} G vs paper {paper:g} G ({_delta(ours, paper, '+.4f')})"
     parts = [head]
-    if (name, "gmacs") in EXPLANATIONS:
-        parts.append(EXPLANATIONS[(name, "gmacs")])
+    if claims.gmacs_why:
+        parts.append(claims.gmacs_why)
     parts.append(GMACS_METHOD)
     return ClaimCheck(name, "gmacs", paper, ours, verdict, "; ".join(parts), "GMACs", None, extra)
 
@@ -206,8 +189,9 @@ def _memory_check(name: str, claims: Any, fig: ModelFigures, measured: List[Dict
     extra = {"formula": f"({fig.params:,} x 4 B + 1x3x{fig.input_size[0]}x{fig.input_size[1]} + 1x1x{fig.input_size[0]}x{fig.input_size[1]} fp32) / 2^20",
              "measured": measured}
     if paper is None:
+        why = _absent("the paper states no memory figure", claims.memory_mb_why)
         return ClaimCheck(name, "memory_mb", None, ours, "not claimed",
-                          f"the paper states no memory figure; its formula would give {ours:.4f} MB; {MEMORY_METHOD}; {real}", "MB", None, extra)
+                          f"{why}; its formula would give {ours:.4f} MB; {MEMORY_METHOD}; {real}", "MB", None, extra)
     tol = _half_unit(paper)
     if abs(ours - paper) <= tol:
         verdict, head = "reproduced", f"the formula with our {fig.params:,} parameters gives {ours:.4f} MB = the paper's {paper:g}"
@@ -218,8 +202,8 @@ def _memory_check(name: str, claims: Any, fig: ModelFigures, measured: List[Dict
             if abs(own - paper) <= tol:
                 head += f"; the paper's figure is the formula applied to its own {claims.params:,} parameters ({own:.4f})"
     parts = [head]
-    if (name, "memory_mb") in EXPLANATIONS:
-        parts.append(EXPLANATIONS[(name, "memory_mb")])
+    if claims.memory_mb_why:
+        parts.append(claims.memory_mb_why)
     parts += [MEMORY_METHOD, real]
     return ClaimCheck(name, "memory_mb", paper, ours, verdict, "; ".join(parts), "MB", None, extra)
 

@@ -20,13 +20,13 @@ from .._hashing import shown
 from .._optional import is_available
 from ..errors import CheckpointError, InvalidInputError, LightsegError, ManifestError
 from ..runtimes.registry import RUNTIMES, RuntimeSpec, artifact_key, get_runtime, runtime_names
-from ..types import Runtime
+from ..types import PRECISION_NAMES, Runtime
 from .jobs import Job, base_row
 from .memory import DEFAULT_MEMORY_RUNS
 from .records import BenchResult
 from .timing import TimingConfig
 
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = PRECISION_NAMES
 BENCH_CALIB_IMAGES = 16
 EXPORT_CHECK_IMAGES = 4
 Progress = Optional[Callable[[str], None]]

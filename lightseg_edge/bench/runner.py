@@ -21,6 +21,7 @@ from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._progress import format_duration, progress_bar
 from ..errors import LightsegError
+from ..types import PRECISION_NAMES
 from .accuracy import add_deltas
 from .jobs import RUNTIMES, AccuracyProgress, Job, base_row, rows_for_failure, run_job
 from .records import BenchReport, BenchResult, ClaimCheck, results_from_dicts
@@ -29,7 +30,7 @@ from .worker import parse_progress_line
 Progress = Optional[Callable[[str], None]]
 DEFAULT_JOB_TIMEOUT_S = 3600.0
 _READER_JOIN_S = 10.0
-_PRECISION_ORDER = ("fp32", "fp16", "int8")
+_PRECISION_ORDER = PRECISION_NAMES
 
 
 def _say(progress: Progress, text: str) -> None:

@@ -29,10 +29,11 @@ import sys
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..runtimes.registry import alias_table, runtime_names
+from ..types import PRECISION_NAMES
 from ._common import choice_list, existing_dir, img_size, non_negative_int, positive_float, positive_int, positive_int_list, run_cli, thread_count
 
 RUNTIME_CHOICES = runtime_names()
-PRECISION_CHOICES = ("fp32", "fp16", "int8")
+PRECISION_CHOICES = PRECISION_NAMES
 DEFAULT_SPLIT = "test"
 
 

@@ -21,10 +21,11 @@ from typing import Any, Dict, List, Optional
 
 from .._progress import progress_bar
 from ..runtimes.registry import runtime_names
+from ..types import PRECISION_NAMES
 from ._common import default_data_dir, existing_dir, non_negative_float, non_negative_int, output_dir, positive_int, probability, run_cli
 
 RUNTIMES = ("auto",) + runtime_names()
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = PRECISION_NAMES
 SPLITS = ("train", "val", "test", "all")
 DEFAULT_SPLIT = "val"
 DEFAULT_WORST = 5

@@ -18,6 +18,7 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 from .._hashing import shown
 from .._progress import progress_bar
 from ..runtimes.registry import alias_table, known_suffixes, runtime_names
+from ..types import PRECISION_NAMES
 from ._common import batch_size, output_dir, positive_int, probability, run_cli
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -29,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, image folders, video files or a camera index (0, 1, ...)")
     p.add_argument("--runtime", default="auto", choices=("auto",) + tuple(alias_table()), metavar="RUNTIME",
                    help="auto (from the source), or one of " + ", ".join(runtime_names()) + " (default: %(default)s)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), help="which export artifact to run (default: the export's own precision, the one its folder is named after, or the engine)")
+    p.add_argument("--precision", choices=PRECISION_NAMES, help="which export artifact to run (default: the export's own precision, the one its folder is named after, or the engine)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available for the runtime)")
     p.add_argument("--model", help="registry model name, for checkpoints that do not record it")
     p.add_argument("--out", type=output_dir, default="predictions", help="output folder (default: %(default)s)")

@@ -15,6 +15,12 @@ tensor exposed, and a node is kept in FP32 (``node_block_list``) when
 Blocking a node whose output is too large also blocks its consumers (their input is the same tensor), so FP32
 spreads exactly as far as the large values do. Without check images, every normalisation and reduction stays FP32.
 ONNX Runtime's own default block list (ops without FP16 kernels) is kept as well.
+
+After the conversion, a kept-FP32 node reads FP32 values only: FP16 round trips between two FP32 nodes are dropped
+(``drop_fp16_round_trips``), and constants the converter turned into FP16 and cast back (Constant(fp16) ->
+Cast(fp32), e.g. InstanceNormalization's ``scale`` and ``B``) are folded into FP32 initializers holding the same
+values (``fold_constant_casts``), and the Constant nodes FP16 normalisations read as parameters become initializers
+(``parameters_as_initializers``): TensorRT 8.5 and 8.6 import InstanceNormalization only with initializer parameters.
 """
 
 from __future__ import annotations
@@ -164,6 +170,117 @@ def drop_fp16_round_trips(graph) -> int:
     return rewired
 
 
+def fold_constant_casts(graph) -> int:
+    """Replace Cast(to FLOAT) of a constant (a Constant node's ``value`` or an initializer) by an FP32 initializer of
+    the same name; returns how many Casts were folded.
+
+    The converter turns every Constant node into FP16, so a node kept in FP32 reads its constant parameters through
+    Constant(fp16) -> Cast(fp32): InstanceNormalization's ``scale`` and ``B`` from the PyTorch exporter, and any
+    initializer shared with an FP16 node. The TensorRT 8.5 importer and 8.6's default (plugin) InstanceNormalization
+    path require ``scale`` and ``B`` to be initializers and reject such a graph. The folded initializer holds exactly
+    the value the Cast computed (the FP16 constant widened to FP32), so the graph's numerics do not change. A Constant
+    or initializer left without readers is removed; a Cast whose output is a graph output is left alone.
+    """
+    from onnx import AttributeProto, TensorProto, numpy_helper
+
+    def cast_to(node) -> int:
+        return next((a.i for a in node.attribute if a.name == "to"), -1)
+
+    nodes = list(graph.node)  # one set of wrappers for the whole pass: id() must not see a recycled object
+    consts: Dict[str, object] = {i.name: i for i in graph.initializer}
+    const_node: Dict[str, object] = {}
+    for n in nodes:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(n.output) == 1:
+            value = next((a.t for a in n.attribute if a.name == "value" and a.type == AttributeProto.TENSOR), None)
+            if value is not None:
+                consts[n.output[0]] = value
+                const_node[n.output[0]] = n
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    outputs = {o.name for o in graph.output}
+    inputs = {i.name for i in graph.input}  # an initializer that is also a graph input can be overridden
+    folded, sources, new_inits = set(), set(), []
+    for n in nodes:
+        if (
+            n.op_type != "Cast"
+            or n.domain not in ("", "ai.onnx")
+            or cast_to(n) != TensorProto.FLOAT
+            or len(n.input) != 1
+            or n.input[0] not in consts
+            or n.input[0] in inputs
+            or n.output[0] in outputs
+            or n.output[0] in consts
+        ):
+            continue
+        src = consts[n.input[0]]
+        if src.data_type not in floats or src.data_location == TensorProto.EXTERNAL:
+            continue
+        new_inits.append(numpy_helper.from_array(numpy_helper.to_array(src).astype(np.float32), n.output[0]))
+        folded.add(id(n))
+        sources.add(n.input[0])
+    if not folded:
+        return 0
+    live = [n for n in nodes if id(n) not in folded]
+    used = {t for n in live for t in n.input} | outputs
+    orphans = sources - used  # constants only the folded Casts read
+    live = [n for n in live if not (n.output and n.output[0] in orphans and const_node.get(n.output[0]) is n)]
+    copies = [type(n)() for n in live]
+    for c, n in zip(copies, live):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+    for init in [i for i in graph.initializer if i.name in orphans]:
+        graph.initializer.remove(init)
+    graph.initializer.extend(new_inits)
+    names = orphans | {i.name for i in new_inits}
+    for vi in [vi for vi in graph.value_info if vi.name in names]:
+        graph.value_info.remove(vi)
+    return len(folded)
+
+
+# inputs the TensorRT parser reads as weights (InstanceNormalization: "scale and B must be initializers" up to 8.6)
+PARAMETER_INPUTS = {
+    "InstanceNormalization": (1, 2),
+    "LayerNormalization": (1, 2),
+    "GroupNormalization": (1, 2),
+    "BatchNormalization": (1, 2, 3, 4),
+}
+
+
+def parameters_as_initializers(graph) -> int:
+    """Turn the Constant nodes a normalisation reads as parameters (``PARAMETER_INPUTS``) into initializers of the
+    same name, type and value; returns how many. The same tensor either way; the parser docs ask for initializers."""
+    from onnx import AttributeProto
+
+    wanted = {
+        n.input[i]
+        for n in graph.node
+        if n.domain in ("", "ai.onnx")
+        for i in PARAMETER_INPUTS.get(n.op_type, ())
+        if i < len(n.input) and n.input[i]
+    }
+    outputs = {o.name for o in graph.output}
+    nodes, moved = list(graph.node), set()
+    for n in nodes:
+        if n.op_type != "Constant" or n.domain not in ("", "ai.onnx") or len(n.output) != 1:
+            continue
+        name = n.output[0]
+        value = next((a.t for a in n.attribute if a.name == "value" and a.type == AttributeProto.TENSOR), None)
+        if name not in wanted or name in outputs or value is None:
+            continue
+        init = graph.initializer.add()
+        init.CopyFrom(value)
+        init.name = name
+        moved.add(id(n))
+    if moved:
+        keep = [n for n in nodes if id(n) not in moved]
+        copies = [type(n)() for n in keep]
+        for c, n in zip(copies, keep):
+            c.CopyFrom(n)
+        del graph.node[:]
+        graph.node.extend(copies)
+    return len(moved)
+
+
 def _attr(node, name: str, default):
     for a in node.attribute:
         if a.name == name:
@@ -292,6 +409,10 @@ def convert_fp16(src: Path, dst: Path, check_inputs: Optional[np.ndarray]) -> Fp
         node_block_list=[k.node for k in kept],
     )
     drop_fp16_round_trips(fp16.graph)
+    # normalisation parameters as initializers, FP32 ones for FP32 nodes (TensorRT 8.5/8.6 InstanceNormalization)
+    folded = fold_constant_casts(fp16.graph)
+    moved = parameters_as_initializers(fp16.graph)
+    log.debug("fp16: %d Constant -> Cast(fp32) pair(s) folded into FP32 initializers, %d Constant(s) made initializers", folded, moved)
     topological_sort(fp16.graph)
     with replaced(dst) as tmp:
         onnx.save(fp16, str(tmp))

@@ -1,13 +1,19 @@
 """``export(cfg)``: the export as a short sequence of steps, each timed and logged.
 
-From a registry model::
+One flow for both origins. The plan (``_plan``) runs every check that can fail before work starts and fixes the
+output folder, the input, the images and what to make. A front end then puts the checked FP32 ONNX into the
+staging folder and hands the facts the rest needs to one shared sequence::
 
-    model (deploy form) -> onnx (torch.onnx.export + onnx.checker) -> simplify -> parity (ORT CPU vs PyTorch on
-    real held-out images) -> accuracy-fp32 -> [fp16 -> accuracy-fp16] -> [int8 -> accuracy-int8] -> tensorrt
-    -> manifest
+    from a registry model:  model (deploy form) -> onnx (torch.onnx.export + onnx.checker) -> simplify
+                            -> deploy-check -> parity (ORT CPU vs PyTorch on real held-out images)
+    from an ONNX file:      [plan: load-onnx -> tensorrt-preflight] -> the variants that the manifest beside it
+                            lists and that are intact are reused (a skipped step each), the others made below
+    then, for both:         accuracy-fp32 -> [fp16 -> accuracy-fp16] -> [int8 -> accuracy-int8] -> [targets]
+                            -> tensorrt-preflight -> tensorrt -> manifest
 
-From an existing ONNX (``--from-onnx``, what runs on the target device): the FP32 graph is checked, precision
-variants listed in the folder's manifest are reused (or made), and the engine is built.
+``--from-onnx`` is what runs on the target device to build the engine from an exported folder; into that folder
+itself it keeps the earlier artifacts it did not replace. Its FP32 pre-flight runs in the plan, before anything is
+copied, and is not repeated when the engine is FP32.
 
 No TensorRT or no GPU here is the expected case on a CPU machine: every ONNX file is still produced, the
 ``tensorrt`` step is recorded as skipped with the reason, and ``ExportResult.target_command`` is the command that
@@ -18,6 +24,7 @@ Atomicity: the output folder is replaced as a whole, in one step, or not at all 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -25,18 +32,20 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from .._version import __version__
-from ..errors import ExportConfigError, ExportError
+from ..errors import ExportConfigError
+from ..manifest import FORMAT, WEIGHTS_NAME, sha256_file
 from ..types import InputSpec, PreprocessConfig
 from .accuracy import HeldoutScorer, VariantAccuracy
-from .config import RANDOM_WEIGHTS, ExportConfig, check_fields, check_img_size, default_output, validate
+from .config import ExportConfig, check_fields, check_img_size, default_output, validate
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks
-from ..manifest import FORMAT, MANIFEST_NAME, WEIGHTS_NAME, read_manifest, sha256_file
 from .metadata import deploy_metadata, embed_metadata
-from .staging import Staging, recover_output
+from .model_steps import build_model, copy_weights, deploy_check, weights_licence
+from .onnx_source import check_input, check_makeable, engine_batch, intact, matching_manifest, preprocess_for, reusable
 from .parity import ParityReport
+from .staging import Staging, recover_output
 from .steps import StepLog, StepRecord
 from .target_flow import run_targets
 from .targets import TargetJob
@@ -62,94 +71,478 @@ class ExportResult:
     target_command: Optional[str] = None  # how to build it on the target instead
 
 
-# ----------------------------------------------------------------------------------------------- step bodies
-def _build_model(name: str, weights: Optional[str], seed: int):
-    """(training form, deploy form, weights record). The training form is kept to check deploy() against it."""
-    import copy
+@dataclass(frozen=True)
+class Plan:
+    """What the export will do, fixed before the first file is written: every check that can fail has run."""
 
+    out: Path
+    spec: InputSpec  # the FP32 graph's input; batch None = dynamic
+    preprocess: Optional[PreprocessConfig]  # None only for an ONNX of unknown origin with nothing to make
+    opset: int
+    dynamic_batch: Optional[Tuple[int, int, int]]  # the engine's profile; None for a static batch
+    make: Tuple[str, ...]  # the reduced precisions to produce, in order (--from-onnx reuses the others)
+    heldout: Optional[ImageSet]  # None: nothing is scored
+    calib: Optional[ImageSet]
+    chunk: int  # held-out images per ONNX Runtime call
+    pad: bool  # the last chunk is padded to the static batch
+    calib_overlap: Optional[int] = None  # from a model: calibration images that are also held out (recorded)
+    stride: Optional[int] = None  # from a model: the H/W multiple written into the ONNX metadata
+    source: Optional[Path] = None  # --from-onnx: the FP32 file
+    old: Optional[dict] = None  # --from-onnx: the manifest beside it, when it describes exactly that file
+    reuse: Dict[str, dict] = field(default_factory=dict)  # --from-onnx: precision -> intact entry of ``old``
+    in_place: bool = False  # --from-onnx into its own folder, as its model.onnx: the files are already there
+    preflight: Optional[dict] = None  # --from-onnx: the source's TensorRT pre-flight
+
+
+@dataclass(frozen=True)
+class Source:
+    """The front end's result: the checked FP32 ONNX and what the shared steps and the manifest take from its origin."""
+
+    fp32: Path  # in the staging folder, or (in place) in the output folder
+    names: Tuple[str, ...]  # the files the front end put into the staging folder
+    x: Any  # the preprocessed held-out images (N x 3 x H x W); None when nothing is scored
+    model_name: str
+    weights: dict
+    parity: Optional[dict]  # the manifest's parity record
+    fp32_extra: Dict[str, Any] = field(default_factory=dict)  # more fields of the FP32 manifest entry
+    reused: Dict[str, dict] = field(default_factory=dict)  # precision -> manifest entry of a variant kept as it is
+    reused_paths: Dict[str, Path] = field(default_factory=dict)
+    parity_report: Optional[ParityReport] = None
+    metadata: Dict[str, Dict[str, str]] = field(default_factory=dict)  # precision -> lightseg.* ONNX metadata; none from an ONNX
+    torch_model: Any = None  # the deploy form, for targets whose converter starts from PyTorch
+    extra: Dict[str, Any] = field(default_factory=dict)  # manifest keys after "tools"
+
+
+@dataclass
+class _Made:
+    """The artifacts put together so far (each shared step adds its own)."""
+
+    artifacts: Dict[str, dict]
+    paths: Dict[str, Path]  # where each ONNX variant is now
+    names: List[str]  # files in the staging folder, synced to disk before the commit
+    calibration: Optional[dict] = None
+
+
+@dataclass(frozen=True)
+class _Engine:
+    """The tensorrt step's outcome: the engine built here, or why not and the command that builds it on the target."""
+
+    name: Optional[str] = None
+    info: Any = None  # tensorrt_build.EngineInfo
+    skipped: Optional[str] = None
+    command: Optional[str] = None
+
+
+def export(cfg: ExportConfig) -> ExportResult:
+    """Run the export ``cfg`` describes; see the module docstring for the steps."""
+    check_fields(cfg)
+    recover_output(cfg.output or (str(Path(cfg.from_onnx).parent) if cfg.from_onnx else None))
+    validate(cfg)
+    with _torch_threads(cfg):
+        steps = StepLog()
+        return _run(cfg, _plan(cfg, steps), steps)
+
+
+@contextlib.contextmanager
+def _torch_threads(cfg: ExportConfig) -> Iterator[None]:
+    """cfg.torch_threads for the PyTorch work of an export from a model. --from-onnx leaves torch alone: the target
+    device that runs it often has none."""
+    if cfg.from_onnx is not None:
+        yield
+        return
     import torch
 
-    from ..errors import CheckpointError
-    from ..models import create_model
-    from ..models._weights import pretrained_path
-
-    if weights is None:
-        try:
-            path: Optional[Path] = pretrained_path(name)
-        except CheckpointError as exc:
-            raise CheckpointError(
-                f"{exc}. Pass --weights CKPT (a lightseg-train checkpoint or .safetensors file), or --weights random to export "
-                f"randomly initialised weights (for testing the pipeline only)"
-            ) from exc
-        source = "pretrained"
-    elif weights == RANDOM_WEIGHTS:
-        path, source = None, RANDOM_WEIGHTS
-    else:
-        path, source = Path(weights), str(weights)
-    torch.manual_seed(seed)  # random weights are reproducible; loaded weights overwrite every parameter anyway
-    model = create_model(name, checkpoint=path) if path is not None else create_model(name)
-    model.eval()
-    train_form = copy.deepcopy(model)
-    deployed = model.deploy()
-    if deployed is None or deployed.training:
-        raise ExportError("model", f"{name}.deploy() must return the model in eval mode")
-    record = {"source": source, "sha256": sha256_file(path) if path is not None else None}
-    if source == RANDOM_WEIGHTS:
-        record["seed"] = seed
-    params = sum(p.numel() for p in deployed.parameters())
-    return train_form, deployed, record, params
-
-
-def _copy_weights(train_form, name: str, record: dict, stage_dir: Path) -> dict:
-    """A weights file given by path is copied into the folder as tensors only; the record keeps where it came from.
-
-    Readers load weights only from inside an export folder (verified by sha256), so an export that pointed at the
-    training run's file could not be run in PyTorch once copied elsewhere.
-    """
-    from ..models._weights import save_safetensors
-
-    if record["source"] in ("pretrained", RANDOM_WEIGHTS):
-        return record
-    path = save_safetensors(train_form, stage_dir / WEIGHTS_NAME, name)
-    return {"source": WEIGHTS_NAME, "sha256": sha256_file(path), "origin": record["source"], "origin_sha256": record["sha256"]}
-
-
-def _weights_licence(name: str, weights: dict) -> Optional[str]:
-    """The shipped weights' licence from their model card; None for weights this project did not train."""
-    from ..models._weights import has_pretrained, model_card
-
-    return model_card(name).get("licence") if weights.get("source") == "pretrained" and has_pretrained(name) else None
-
-
-def _deploy_check(train_form, deployed, x, chunk: int) -> dict:
-    """The deploy form must compute what the training form computes (same tolerance as ONNX parity)."""
-    import numpy as np
-
-    from ..errors import ParityError
-    from .parity import PARITY_ATOL, PARITY_RTOL, torch_logits
-
-    a, b = torch_logits(train_form, x, chunk), torch_logits(deployed, x, chunk)
-    diff = float(np.abs(a.astype(np.float64) - b).max())
-    tol = PARITY_ATOL + PARITY_RTOL * float(np.abs(a).max())
-    if diff > tol:
-        raise ParityError(f"deploy() changes the model's output: max|dlogit| {diff:.2e} > {tol:.1e} on {len(x)} real images")
-    return {"max_abs": diff, "tolerance": tol, "images": len(x)}
-
-
-def _tool_versions() -> Dict[str, str]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.torch_threads)
     try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover - Python < 3.8
-        return {}
-    out = {"python": platform.python_version(), "lightseg-edge": __version__}
-    for pkg in _TOOLS:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
+# ----------------------------------------------------------------------------------------------- the plan
+def _plan(cfg: ExportConfig, steps: StepLog) -> Plan:
+    """Every check that can fail before work starts, so that bad input leaves nothing behind. For --from-onnx that
+    includes reading the graph (the load-onnx and tensorrt-preflight steps): its rules depend on the input shape."""
+    return _plan_from_onnx(cfg, steps) if cfg.from_onnx is not None else _plan_from_model(cfg)
+
+
+def _plan_from_model(cfg: ExportConfig) -> Plan:
+    from ..models import get_model_config
+    from .onnx_export import input_spec
+    from .onnxrun import batch_plan
+
+    mcfg = get_model_config(cfg.model)  # UnknownModelError with a suggestion
+    h, w = (cfg.img_size, cfg.img_size) if cfg.img_size else mcfg.input_size
+    check_img_size(h, cfg.model, mcfg.stride, min_size=mcfg.min_size)
+    check_img_size(w, cfg.model, mcfg.stride, min_size=mcfg.min_size)
+    pre = PreprocessConfig(size=(h, w), mode=mcfg.preprocess.mode, mean=mcfg.preprocess.mean, std=mcfg.preprocess.std)
+    out = Path(cfg.output) if cfg.output else default_output(cfg, cfg.model, h)
+    heldout = heldout_set(_data_root(cfg), max(cfg.parity_images, cfg.eval_images, cfg.fp16_check_images), cfg.seed)
+    calib = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if cfg.int8 else None
+    _say_data(heldout, calib)
+    overlap = _warn_calibration(calib, cfg.calib_images, heldout) if calib is not None else None
+    chunk, pad = batch_plan(None if cfg.dynamic else cfg.batch, cfg.dynamic_batch[2] if cfg.dynamic_batch else None)
+    return Plan(
+        out=out, spec=input_spec(cfg.batch, (h, w), cfg.dynamic), preprocess=pre, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
+        make=cfg.precisions, heldout=heldout, calib=calib, chunk=chunk, pad=pad, calib_overlap=overlap, stride=mcfg.stride,
+    )
+
+
+def _plan_from_onnx(cfg: ExportConfig, steps: StepLog) -> Plan:
+    from .onnx_export import check_onnx, count_nodes, graph_io
+    from .onnxrun import batch_plan
+
+    src = Path(cfg.from_onnx)
+    steps.run("load-onnx", lambda: check_onnx(src), lambda _: f"{src}: onnx.checker ok, {count_nodes(src)} nodes")
+    preflight = _preflight(cfg, steps, src)  # before anything is copied: a parser gap is the first thing to know
+    input_name, dims, output_name, opset = graph_io(src)
+    old = matching_manifest(src)
+    check_input(cfg, src, dims, old)
+    pre = preprocess_for(cfg, old, (int(dims[2]), int(dims[3])))
+    dyn = engine_batch(cfg, src, dims, old)
+    reuse = reusable(cfg, src, old)
+    make = tuple(p for p in cfg.precisions if p not in reuse)
+    check_makeable(cfg, src, make, pre)
+    heldout, calib = _onnx_images(cfg, make)
+    chunk, pad = batch_plan(dims[0], dyn[2] if dyn else None)
+    out = Path(cfg.output) if cfg.output else src.parent
+    return Plan(
+        out=out, spec=InputSpec(name=input_name, shape=(dims[0], 3, int(dims[2]), int(dims[3])), output_name=output_name),
+        preprocess=pre, opset=opset, dynamic_batch=dyn, make=make, heldout=heldout, calib=calib, chunk=chunk, pad=pad, source=src,
+        old=old, reuse=reuse, in_place=out.resolve() == src.parent.resolve() and src.name == FILE_NAMES["fp32"], preflight=preflight,
+    )
+
+
+def _data_root(cfg: ExportConfig) -> str:
+    root = cfg.data or default_image_root()
+    if root is None:
+        raise ExportConfigError(
+            "no images for the parity and accuracy checks: pass --data DIR (a dataset root with a 'val' split) or set LIGHTSEG_ISIC2018"
+        )
+    return root
+
+
+def _onnx_images(cfg: ExportConfig, make: Tuple[str, ...]) -> Tuple[Optional[ImageSet], Optional[ImageSet]]:
+    """(held-out, calibration) images for --from-onnx. Only a run that makes a variant scores (the earlier export's
+    accuracy record stands otherwise), and it does without data rather than fail: on the target, building the
+    engine is the point."""
+    root = (cfg.data or default_image_root()) if make else None
+    heldout = heldout_set(root, max(cfg.eval_images, cfg.fp16_check_images), cfg.seed) if root else None
+    calib = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if "int8" in make else None
+    _say_data(heldout, calib)
+    return heldout, calib
+
+
+def _say_data(heldout: Optional[ImageSet], calib: Optional[ImageSet]) -> None:
+    """Which images the checks and the calibration use (the default --data is picked from the environment)."""
+    for what, images in (("held-out data", heldout), ("calibration data", calib)):
+        if images is not None:
+            log.info(images.describe(what))
+
+
+def _warn_calibration(calib: ImageSet, requested: int, heldout: ImageSet) -> int:
+    """Warn about a calibration set too small or overlapping the held-out images; the overlap is recorded."""
+    if len(calib) < requested:
+        log.warning("calibration: only %d %s images available in %s (asked for %d)", len(calib), calib.split, calib.root, requested)
+    if len(calib) < 300:
+        log.warning("calibration on %d images; 300-500 are recommended for stable INT8 ranges", len(calib))
+    overlap = set(calib.case_ids) & set(heldout.case_ids)
+    if overlap:
+        log.warning("%d calibration images are also held-out images; the INT8 accuracy figure is optimistic", len(overlap))
+    return len(overlap)
+
+
+# ----------------------------------------------------------------------------------------------- front ends
+def _from_model(cfg: ExportConfig, plan: Plan, s: Path, steps: StepLog) -> Source:
+    """The deploy form exported to ONNX and simplified, then checked against PyTorch on real held-out images."""
+    from .parity import check_parity
+
+    train_form, model, weights, params = steps.run(
+        "model",
+        lambda: build_model(cfg.model, cfg.weights, cfg.seed),
+        lambda r: f"{cfg.model} in deploy form, {r[3]:,} parameters, weights: {r[2]['source']}",
+    )
+    weights = copy_weights(train_form, cfg.model, weights, s)
+    used = _onnx_and_simplify(cfg, plan.spec, model, s, steps)
+    x = load_inputs(plan.heldout.samples, plan.preprocess)
+    x_par = x[: cfg.parity_images]
+    deploy = steps.run(
+        "deploy-check",
+        lambda: deploy_check(train_form, model, x_par, plan.chunk),
+        lambda d: f"deploy() vs training form on {d['images']} real images: max|dlogit| {d['max_abs']:.2e}",
+    )
+    fp32 = s / FILE_NAMES["fp32"]
+    parity = steps.run(
+        "parity", lambda: check_parity(model, fp32, x_par, plan.chunk, plan.pad, _described(plan.heldout)), lambda r: r.summary()
+    )
+    licence = weights_licence(cfg.model, weights)
+    return Source(
+        fp32=fp32, names=(FILE_NAMES["fp32"],) + ((WEIGHTS_NAME,) if weights["source"] == WEIGHTS_NAME else ()), x=x,
+        model_name=cfg.model, weights=weights, parity=dict(parity.to_dict(), deploy_check=deploy), fp32_extra={"simplifier": used},
+        parity_report=parity, torch_model=model, extra={"parameters": params},
+        metadata={p: deploy_metadata(cfg.model, p, plan.preprocess, plan.stride, weights, licence) for p in FILE_NAMES},
+    )
+
+
+def _onnx_and_simplify(cfg: ExportConfig, spec: InputSpec, model, s: Path, steps: StepLog) -> str:
+    """The onnx and simplify steps; the simplifier that was used (onnxslim when onnxsim fails)."""
+    from .onnx_export import count_nodes, export_onnx
+    from .simplify import simplify_onnx
+
+    steps.run(
+        "onnx",
+        lambda: export_onnx(model, s / "model.raw.onnx", spec, cfg.opset),
+        lambda p: (
+            f"opset {cfg.opset}, input {spec.name} {_shape(spec.shape)}, output {spec.output_name}, "
+            f"{count_nodes(p)} nodes, onnx.checker ok"
+        ),
+    )
+    _, used = steps.run(
+        "simplify",
+        lambda: simplify_onnx(s / "model.raw.onnx", s / FILE_NAMES["fp32"], cfg.simplifier),
+        lambda r: f"{r[0].name}: {r[1]}, {count_nodes(r[0])} nodes, onnx.checker ok",
+    )
+    os.unlink(s / "model.raw.onnx")
+    return used
+
+
+def _from_onnx(cfg: ExportConfig, plan: Plan, s: Path, steps: StepLog) -> Source:
+    """The file is the FP32 model, with the reusable variants beside it: copied into a new folder, used where they
+    are in place (the commit keeps the folder's files)."""
+    src, old = plan.source, plan.old or {}
+    paths = {"fp32": src, **{p: src.parent / a["path"] for p, a in plan.reuse.items()}}
+    names: List[str] = []
+    if not plan.in_place:
+        for p, path in list(paths.items()):
+            shutil.copyfile(path, s / FILE_NAMES[p])
+            paths[p] = s / FILE_NAMES[p]
+            names.append(FILE_NAMES[p])
+    reused = {p: dict(a, path=a["path"] if plan.in_place else FILE_NAMES[p]) for p, a in plan.reuse.items()}
+    for p, a in plan.reuse.items():
+        steps.skip(p, f"reusing {a['path']} from {src.parent} (its sha256 matches the manifest)")
+    extra: Dict[str, Any] = {"source_onnx": str(src)}
+    if plan.old is not None:  # the steps that made the model, beside the steps of this run
+        extra["export_steps"] = old.get("export_steps") or old.get("steps", [])
+    x = load_inputs(plan.heldout.samples, plan.preprocess) if plan.heldout is not None else None
+    weights = old.get("weights") or {"source": str(src), "sha256": sha256_file(src)}
+    return Source(
+        fp32=paths.pop("fp32"), names=tuple(names), x=x, model_name=old.get("model") or cfg.model or src.stem, weights=weights,
+        parity=old.get("parity"), reused=reused, reused_paths=paths, extra=extra,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- shared steps
+@dataclass(frozen=True)
+class _Shared:
+    """What every shared step reads."""
+
+    cfg: ExportConfig
+    plan: Plan
+    src: Source
+    stage: Path  # the staging folder
+    steps: StepLog
+    scorer: Optional[HeldoutScorer]  # None: nothing is scored
+
+
+def _run(cfg: ExportConfig, plan: Plan, steps: StepLog) -> ExportResult:
+    """The front end of the plan's origin, then the shared steps; the output folder changes only at the commit."""
+    front = _from_onnx if plan.source is not None else _from_model
+    with Staging(plan.out) as stage:
+        src = front(cfg, plan, stage.dir, steps)
+        run = _Shared(cfg, plan, src, stage.dir, steps, _scorer(cfg, plan, src.x))
+        made = _fp32(run)
+        if "fp16" in plan.make:
+            _fp16(run, made)
+        if "int8" in plan.make:
+            _int8(run, made)
+        if cfg.targets:
+            _targets(run, made)
+        preflight, engine = _engine(run, made)
+        if plan.in_place and plan.old is not None:
+            _keep_earlier(plan, made)
+        path = _finish(steps, stage, made.names, _manifest(plan, src, made, run.scorer, engine, preflight))
+    return _result(plan, path, made, steps, run.scorer, engine, src.parity_report)
+
+
+def _scorer(cfg: ExportConfig, plan: Plan, x) -> Optional[HeldoutScorer]:
+    if plan.heldout is None:
+        return None
+    n = min(cfg.eval_images, len(plan.heldout))
+    return HeldoutScorer(x[:n], load_masks(plan.heldout.samples[:n]), plan.chunk, plan.pad, _described(plan.heldout))
+
+
+def _score(run: _Shared, path: Path, variant: str) -> None:
+    if run.scorer is not None:
+        run.steps.run(f"accuracy-{variant}", lambda: run.scorer.score(path, variant), _acc_line)
+
+
+def _fp32(run: _Shared) -> _Made:
+    """Score the FP32 graph (the reference of every other variant); its entry comes first, then the reused ones."""
+    src, plan = run.src, run.plan
+    _score(run, src.fp32, "fp32")
+    entry = _artifact(src.fp32.parent, src.fp32.name, "fp32", src.metadata.get("fp32"), **src.fp32_extra)
+    calibration = (plan.old or {}).get("calibration") if "int8" in plan.reuse else None  # it describes the reused INT8 model
+    return _Made({"fp32": entry, **src.reused}, {"fp32": src.fp32, **src.reused_paths}, list(src.names), calibration)
+
+
+def _fp16(run: _Shared, made: _Made) -> None:
+    from .fp16 import convert_fp16
+
+    x, path = run.src.x, run.stage / FILE_NAMES["fp16"]
+    x_check = x[: run.cfg.fp16_check_images] if x is not None else None
+    r = run.steps.run("fp16", lambda: convert_fp16(made.paths["fp32"], path, x_check), lambda r: r.summary())
+    made.paths["fp16"] = path
+    _score(run, path, "fp16")
+    made.artifacts["fp16"] = _artifact(
+        run.stage, path.name, "fp16", run.src.metadata.get("fp16"), keep_io_types=True, overflow_check=r.to_dict()
+    )
+    made.names.append(path.name)
+
+
+def _int8(run: _Shared, made: _Made) -> None:
+    from .int8 import quantize_int8
+
+    cfg, plan, calib, path = run.cfg, run.plan, run.plan.calib, run.stage / FILE_NAMES["int8"]
+    batch = plan.spec.shape[0] or 1  # a dynamic graph is calibrated at batch 1
+    q = run.steps.run(
+        "int8",
+        lambda: quantize_int8(made.paths["fp32"], path, calib, plan.preprocess, batch, cfg.calib_method, cfg.progress),
+        lambda r: r.summary(),
+    )
+    made.paths["int8"] = path
+    _score(run, path, "int8")
+    quant = {"quantize_linear": q.quantize_linear, "per_channel_weights": q.per_channel_weights}
+    made.artifacts["int8"] = _artifact(run.stage, path.name, "int8", run.src.metadata.get("int8"), **quant)
+    made.calibration = dict(q.calibration, list_file=CALIB_LIST)
+    if plan.calib_overlap is not None:
+        made.calibration["overlap_with_heldout"] = plan.calib_overlap
+    # the images the ranges came from, listed so that the calibration can be audited or repeated
+    used = ImageSet(calib.root, calib.layout, calib.split, calib.samples[: q.calibration["images"]], calib.available, calib.seed)
+    (run.stage / CALIB_LIST).write_text(used.listing())
+    made.names += [path.name, CALIB_LIST]
+
+
+def _targets(run: _Shared, made: _Made) -> None:
+    cfg, plan = run.cfg, run.plan
+    job = TargetJob(onnx_fp32=made.paths["fp32"], stage=run.stage, precisions=("fp32",) + cfg.precisions, preprocess=plan.preprocess,
+                    input_spec=plan.spec, model_name=cfg.model, model=run.src.torch_model, calibration=plan.calib, progress=cfg.progress)
+    artifacts, files = run_targets(cfg.targets, job, run.steps, run.scorer)
+    made.artifacts.update(artifacts)
+    made.names += files
+
+
+def _engine(run: _Shared, made: _Made) -> Tuple[Optional[dict], _Engine]:
+    """(pre-flight record, engine) for the lowest requested precision."""
+    precision, plan = run.cfg.engine_precision, run.plan
+    onnx_path = made.paths[precision]
+    checked_in_plan = precision == "fp32" and plan.preflight is not None
+    preflight = plan.preflight if checked_in_plan else _preflight(run.cfg, run.steps, onnx_path)
+    engine = _build_engine(run, onnx_path, precision)
+    if engine.name is not None:
+        # EngineInfo carries path and precision too; they are _artifact's own arguments, not extra fields
+        info = {k: v for k, v in engine.info.to_dict().items() if k not in ("path", "precision")}
+        made.artifacts["engine"] = _artifact(run.stage, engine.name, precision, **info)
+        made.names.append(engine.name)
+    return preflight, engine
+
+
+def _preflight(cfg: ExportConfig, steps: StepLog, onnx_path: Path) -> Optional[dict]:
+    """The TensorRT ONNX-parser check of the graph an engine is built from, for the TensorRT versions users have; a
+    finding is reported, not fatal (a Jetson on TensorRT 10 does not care what 8.5 lacks)."""
+    from .trt_preflight import preflight
+
+    if "tensorrt" not in cfg.formats:
+        return None
+    report = steps.run("tensorrt-preflight", lambda: preflight(onnx_path), lambda r: r.summary())
+    if not report.ok:
+        log.warning("%s", report.summary())
+    return dict(report.to_dict(), source=onnx_path.name)  # the file's name in the folder, not the staging path
+
+
+def _build_engine(run: _Shared, onnx_path: Path, precision: str) -> _Engine:
+    """The tensorrt step: build here when possible, otherwise record why not and the command for the target."""
+    from .tensorrt_build import build_engine, target_command, target_status
+
+    cfg, plan, steps = run.cfg, run.plan, run.steps
+    if not cfg.builds_engine:
+        reason = "engine build disabled (engine='off')" if cfg.engine == "off" else "tensorrt is not in --formats"
+        steps.skip("tensorrt", reason)
+        return _Engine(skipped=reason)
+    ok, reason = target_status()
+    if not ok:
+        command = target_command(plan.out / FILE_NAMES["fp32"], precision, plan.dynamic_batch, cfg.workspace_mb)
+        steps.skip("tensorrt", f"{reason}. Build the engine on the target with: {command}")
+        return _Engine(skipped=reason, command=command)
+    name = f"model.{precision}.plan"
+    profile = _profile(plan.spec.hw, plan.dynamic_batch)
+    info = steps.run(
+        "tensorrt",
+        lambda: build_engine(onnx_path, run.stage / name, precision, plan.spec.name, profile, cfg.workspace_mb, plan.out / TIMING_CACHE),
+        lambda i: i.summary(),
+    )
+    return _Engine(name=name, info=info)
+
+
+def _keep_earlier(plan: Plan, made: _Made) -> None:
+    """In place, the folder's earlier artifacts that this run did not replace stay listed (an engine built before,
+    other formats), and a kept INT8 model keeps its calibration record."""
+    for kind, art in plan.old.get("artifacts", {}).items():
+        if kind not in made.artifacts and intact(plan.out / art["path"], art.get("sha256")):
+            made.artifacts[kind] = art
+    if made.calibration is None and "int8" in made.artifacts:
+        made.calibration = plan.old.get("calibration")
+
+
+# ----------------------------------------------------------------------------------------------- manifest
+def _manifest(plan: Plan, src: Source, made: _Made, scorer: Optional[HeldoutScorer], engine: _Engine, preflight) -> dict:
+    old = plan.old or {}  # --from-onnx without new figures keeps the earlier export's
+    return {
+        "format": FORMAT,
+        "model": src.model_name,
+        "created": _now(),
+        "weights": src.weights,
+        "input": plan.spec.to_dict(),
+        "preprocess": plan.preprocess.to_dict() if plan.preprocess is not None else None,
+        "output": plan.spec.output_name,
+        "opset": plan.opset,
+        "batch": _batch_record(plan.spec.shape[0], plan.dynamic_batch),
+        "artifacts": made.artifacts,
+        "parity": src.parity,
+        "calibration": made.calibration,
+        "accuracy": scorer.to_dict() if scorer is not None else old.get("accuracy", {}),
+        "tensorrt": (_trt_record(engine) or old.get("tensorrt")) if "engine" in made.artifacts else None,
+        "tensorrt_preflight": preflight,
+        "engine_build": {"status": "built" if engine.name else "skipped", "reason": engine.skipped, "command": engine.command},
+        "tools": _tool_versions(),
+        **src.extra,
+    }
+
+
+def _finish(steps: StepLog, stage: Staging, names: List[str], manifest: dict) -> Path:
+    manifest["steps"] = [r.to_dict() for r in steps.records]
+    n = len(manifest["artifacts"])
+    return steps.run(
+        "manifest", lambda: stage.commit(names, manifest), lambda p: f"{p} written last; its {n} artifact(s) verified by sha256"
+    )
+
+
+def _result(plan: Plan, manifest: Path, made: _Made, steps: StepLog, scorer, engine: _Engine, parity) -> ExportResult:
+    out = plan.out
+    return ExportResult(
+        output=out,
+        manifest=manifest,
+        artifacts={k: out / v["path"] for k, v in made.artifacts.items()},
+        steps=tuple(steps.records),
+        parity=parity,
+        accuracy=dict(scorer.results) if scorer is not None else {},
+        engine=out / engine.name if engine.name else None,
+        engine_skipped=engine.skipped,
+        target_command=engine.command,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- small helpers
 def _artifact(stage_dir: Path, name: str, precision: str, metadata: Optional[Dict[str, str]] = None, **extra) -> dict:
     """The manifest entry of a finished file; ``metadata`` is embedded in the ONNX first (the sha256 covers it)."""
     path = stage_dir / name
@@ -158,8 +551,17 @@ def _artifact(stage_dir: Path, name: str, precision: str, metadata: Optional[Dic
     return {"path": name, "precision": precision, "sha256": sha256_file(path), "bytes": path.stat().st_size, **extra}
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _described(images: ImageSet) -> str:
+    return f"{images.split} split of {images.root}"
+
+
+def _shape(shape) -> str:
+    return "x".join("N" if d is None else str(d) for d in shape)
+
+
+def _acc_line(r: VariantAccuracy) -> str:
+    base = f"{r.variant} on {r.images} held-out images: mDice {r.mdice:.4f}, Dice* {r.dice_star:.4f}"
+    return base if r.variant == "fp32" else f"{base}, delta mDice {r.delta_mdice:+.4f} vs fp32, mask agreement {r.agreement_dice:.4f}"
 
 
 def _profile(spec_hw: Tuple[int, int], dynamic_batch) -> Optional[tuple]:
@@ -176,235 +578,6 @@ def _batch_record(static: Optional[int], dynamic_batch) -> dict:
     return {"dynamic": True, "min": lo, "opt": opt, "max": hi}
 
 
-def _data_root(cfg: ExportConfig) -> str:
-    root = cfg.data or default_image_root()
-    if root is None:
-        raise ExportConfigError(
-            "no images for the parity and accuracy checks: pass --data DIR (a dataset root with a 'val' split) or set LIGHTSEG_ISIC2018"
-        )
-    return root
-
-
-class _Engine:
-    """The tensorrt step: build here when possible, otherwise record why not and the command for the target."""
-
-    def __init__(self, cfg: ExportConfig, steps: StepLog) -> None:
-        self.cfg, self.steps = cfg, steps
-        self.info = None
-        self.skipped: Optional[str] = None
-        self.command: Optional[str] = None
-
-    def run(
-        self, onnx_path: Path, stage_dir: Path, out: Path, precision: str, input_name: str, profile, fp32_target: Path, dynamic_batch
-    ) -> Optional[str]:
-        from .tensorrt_build import build_engine, target_command, target_status
-
-        if not self.cfg.builds_engine:
-            self.skipped = "engine build disabled (engine='off')" if self.cfg.engine == "off" else "tensorrt is not in --formats"
-            self.steps.skip("tensorrt", self.skipped)
-            return None
-        ok, reason = target_status()
-        if not ok:
-            self.skipped = reason
-            self.command = target_command(fp32_target, precision, dynamic_batch, self.cfg.workspace_mb)
-            self.steps.skip("tensorrt", f"{reason}. Build the engine on the target with: {self.command}")
-            return None
-        name = f"model.{precision}.plan"
-        self.info = self.steps.run(
-            "tensorrt",
-            lambda: build_engine(onnx_path, stage_dir / name, precision, input_name, profile, self.cfg.workspace_mb, out / TIMING_CACHE),
-            lambda info: info.summary(),
-        )
-        return name
-
-
-def _result(out: Path, manifest: Path, artifacts: dict, steps: StepLog, scorer, plan, engine, parity: Optional[ParityReport] = None) -> ExportResult:
-    return ExportResult(
-        output=out,
-        manifest=manifest,
-        artifacts={k: out / v["path"] for k, v in artifacts.items()},
-        steps=tuple(steps.records),
-        parity=parity,
-        accuracy=dict(scorer.results) if scorer is not None else {},
-        engine=out / plan if plan else None,
-        engine_skipped=engine.skipped,
-        target_command=engine.command,
-    )
-
-
-def _finish(steps: StepLog, stage: Staging, names: List[str], manifest: dict) -> Path:
-    manifest["steps"] = [r.to_dict() for r in steps.records]
-    n = len(manifest["artifacts"])
-    return steps.run(
-        "manifest", lambda: stage.commit(names, manifest), lambda p: f"{p} written last; its {n} artifact(s) verified by sha256"
-    )
-
-
-# ----------------------------------------------------------------------------------------------- from a model
-def _export_model(cfg: ExportConfig) -> ExportResult:
-    from ..models import get_model_config
-    from .fp16 import convert_fp16
-    from .int8 import quantize_int8
-    from .onnx_export import count_nodes, export_onnx, input_spec
-    from .onnxrun import batch_plan
-    from .parity import check_parity
-    from .simplify import simplify_onnx
-
-    mcfg = get_model_config(cfg.model)  # UnknownModelError with a suggestion
-    h, w = (cfg.img_size, cfg.img_size) if cfg.img_size else mcfg.input_size
-    check_img_size(h, cfg.model, mcfg.stride, min_size=mcfg.min_size)
-    check_img_size(w, cfg.model, mcfg.stride, min_size=mcfg.min_size)
-    pre = PreprocessConfig(size=(h, w), mode=mcfg.preprocess.mode, mean=mcfg.preprocess.mean, std=mcfg.preprocess.std)
-    spec = input_spec(cfg.batch, (h, w), cfg.dynamic)
-    out = Path(cfg.output) if cfg.output else default_output(cfg, cfg.model, h)
-    # Everything that can be checked before work starts is checked here, so bad input leaves nothing behind.
-    root = _data_root(cfg)
-    heldout = heldout_set(root, max(cfg.parity_images, cfg.eval_images, cfg.fp16_check_images), cfg.seed)
-    calib: Optional[ImageSet] = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if cfg.int8 else None
-    _say_data(heldout, calib)
-    if calib is not None:
-        _warn_calibration(calib, cfg.calib_images, heldout)
-    chunk, pad = batch_plan(None if cfg.dynamic else cfg.batch, cfg.dynamic_batch[2] if cfg.dynamic_batch else None)
-    steps = StepLog()
-    with Staging(out) as stage:
-        s = stage.dir
-        train_form, model, weights, params = steps.run(
-            "model",
-            lambda: _build_model(cfg.model, cfg.weights, cfg.seed),
-            lambda r: f"{cfg.model} in deploy form, {r[3]:,} parameters, weights: {r[2]['source']}",
-        )
-        weights = _copy_weights(train_form, cfg.model, weights, s)
-        steps.run(
-            "onnx",
-            lambda: export_onnx(model, s / "model.raw.onnx", spec, cfg.opset),
-            lambda p: (
-                f"opset {cfg.opset}, input {spec.name} {_shape(spec.shape)}, output {spec.output_name}, "
-                f"{count_nodes(p)} nodes, onnx.checker ok"
-            ),
-        )
-        _, used = steps.run(
-            "simplify",
-            lambda: simplify_onnx(s / "model.raw.onnx", s / FILE_NAMES["fp32"], cfg.simplifier),
-            lambda r: f"{r[0].name}: {r[1]}, {count_nodes(r[0])} nodes, onnx.checker ok",
-        )
-        os.unlink(s / "model.raw.onnx")
-        x_all = load_inputs(heldout.samples, pre)
-        source = f"{heldout.split} split of {heldout.root}"
-        x_par = x_all[: cfg.parity_images]
-        deploy = steps.run(
-            "deploy-check",
-            lambda: _deploy_check(train_form, model, x_par, chunk),
-            lambda d: f"deploy() vs training form on {d['images']} real images: max|dlogit| {d['max_abs']:.2e}",
-        )
-        parity = steps.run("parity", lambda: check_parity(model, s / FILE_NAMES["fp32"], x_par, chunk, pad, source), lambda r: r.summary())
-        train_form = None  # the training-form copy is only needed for the deploy check
-        n_eval = min(cfg.eval_images, len(heldout))
-        scorer = HeldoutScorer(x_all[:n_eval], load_masks(heldout.samples[:n_eval]), chunk, pad, source)
-        steps.run("accuracy-fp32", lambda: scorer.score(s / FILE_NAMES["fp32"], "fp32"), _acc_line)
-        licence = _weights_licence(cfg.model, weights)
-
-        def meta(precision: str) -> Dict[str, str]:
-            return deploy_metadata(cfg.model, precision, pre, mcfg.stride, weights, licence)
-
-        artifacts = {"fp32": _artifact(s, FILE_NAMES["fp32"], "fp32", meta("fp32"), simplifier=used)}
-        if cfg.fp16:
-            fp16 = steps.run(
-                "fp16",
-                lambda: convert_fp16(s / FILE_NAMES["fp32"], s / FILE_NAMES["fp16"], x_all[: cfg.fp16_check_images]),
-                lambda r: r.summary(),
-            )
-            steps.run("accuracy-fp16", lambda: scorer.score(s / FILE_NAMES["fp16"], "fp16"), _acc_line)
-            artifacts["fp16"] = _artifact(s, FILE_NAMES["fp16"], "fp16", meta("fp16"), keep_io_types=True, overflow_check=fp16.to_dict())
-        calibration = None
-        names = [FILE_NAMES["fp32"]] + [FILE_NAMES[p] for p in cfg.precisions]
-        if weights["source"] == WEIGHTS_NAME:
-            names.append(WEIGHTS_NAME)
-        if calib is not None:
-            q = steps.run(
-                "int8",
-                lambda: quantize_int8(
-                    s / FILE_NAMES["fp32"], s / FILE_NAMES["int8"], calib, pre, cfg.batch, cfg.calib_method, cfg.progress
-                ),
-                lambda r: r.summary(),
-            )
-            steps.run("accuracy-int8", lambda: scorer.score(s / FILE_NAMES["int8"], "int8"), _acc_line)
-            artifacts["int8"] = _artifact(
-                s, FILE_NAMES["int8"], "int8", meta("int8"), quantize_linear=q.quantize_linear, per_channel_weights=q.per_channel_weights
-            )
-            calibration = dict(q.calibration, list_file=CALIB_LIST, overlap_with_heldout=len(set(calib.case_ids) & set(heldout.case_ids)))
-            used_set = ImageSet(
-                calib.root, calib.layout, calib.split, calib.samples[: q.calibration["images"]], calib.available, calib.seed
-            )
-            (s / CALIB_LIST).write_text(used_set.listing())
-            names.append(CALIB_LIST)
-        if cfg.targets:
-            job = TargetJob(onnx_fp32=s / FILE_NAMES["fp32"], stage=s, precisions=("fp32",) + cfg.precisions, preprocess=pre,
-                            input_spec=spec, model_name=cfg.model, model=model, calibration=calib, progress=cfg.progress)
-            target_artifacts, target_files = run_targets(cfg.targets, job, steps, scorer)
-            artifacts.update(target_artifacts)
-            names += target_files
-        precision = cfg.engine_precision
-        preflight = _preflight(cfg, steps, s / FILE_NAMES[precision])
-        engine = _Engine(cfg, steps)
-        plan = engine.run(
-            s / FILE_NAMES[precision],
-            s,
-            out,
-            precision,
-            spec.name,
-            _profile((h, w), cfg.dynamic_batch),
-            out / FILE_NAMES["fp32"],
-            cfg.dynamic_batch,
-        )
-        if plan is not None:
-            artifacts["engine"] = _artifact(s, plan, precision, **{k: v for k, v in engine.info.to_dict().items() if k != "path"})
-            names.append(plan)
-        manifest = {
-            "format": FORMAT,
-            "model": cfg.model,
-            "created": _now(),
-            "weights": weights,
-            "input": spec.to_dict(),
-            "preprocess": pre.to_dict(),
-            "output": spec.output_name,
-            "opset": cfg.opset,
-            "batch": _batch_record(cfg.batch, cfg.dynamic_batch),
-            "artifacts": artifacts,
-            "parity": dict(parity.to_dict(), deploy_check=deploy),
-            "calibration": calibration,
-            "accuracy": scorer.to_dict(),
-            "tensorrt": _trt_record(engine),
-            "tensorrt_preflight": preflight,
-            "engine_build": {"status": "built" if plan else "skipped", "reason": engine.skipped, "command": engine.command},
-            "tools": _tool_versions(),
-            "parameters": params,
-        }
-        path = _finish(steps, stage, names, manifest)
-    return _result(out, path, artifacts, steps, scorer, plan, engine, parity)
-
-
-def _shape(shape) -> str:
-    return "x".join("N" if d is None else str(d) for d in shape)
-
-
-def _acc_line(r: VariantAccuracy) -> str:
-    base = f"{r.variant} on {r.images} held-out images: mDice {r.mdice:.4f}, Dice* {r.dice_star:.4f}"
-    return base if r.variant == "fp32" else f"{base}, delta mDice {r.delta_mdice:+.4f} vs fp32, mask agreement {r.agreement_dice:.4f}"
-
-
-def _preflight(cfg: ExportConfig, steps: StepLog, onnx_path: Path) -> Optional[dict]:
-    """The TensorRT ONNX-parser check of the graph an engine is built from, for the TensorRT versions users have; a
-    finding is reported, not fatal (a Jetson on TensorRT 10 does not care what 8.5 lacks)."""
-    from .trt_preflight import preflight
-
-    if "tensorrt" not in cfg.formats:
-        return None
-    report = steps.run("tensorrt-preflight", lambda: preflight(onnx_path), lambda r: r.summary())
-    if not report.ok:
-        log.warning("%s", report.summary())
-    return report.to_dict()
-
-
 def _trt_record(engine: _Engine) -> Optional[dict]:
     if engine.info is None:
         return None
@@ -419,241 +592,19 @@ def _trt_record(engine: _Engine) -> Optional[dict]:
     }
 
 
-def _say_data(heldout: Optional[ImageSet], calib: Optional[ImageSet]) -> None:
-    """Which images the checks and the calibration use (the default --data is picked from the environment)."""
-    for what, images in (("held-out data", heldout), ("calibration data", calib)):
-        if images is not None:
-            log.info(images.describe(what))
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _warn_calibration(calib: ImageSet, requested: int, heldout: ImageSet) -> None:
-    if len(calib) < requested:
-        log.warning("calibration: only %d %s images available in %s (asked for %d)", len(calib), calib.split, calib.root, requested)
-    if len(calib) < 300:
-        log.warning("calibration on %d images; 300-500 are recommended for stable INT8 ranges", len(calib))
-    overlap = set(calib.case_ids) & set(heldout.case_ids)
-    if overlap:
-        log.warning("%d calibration images are also held-out images; the INT8 accuracy figure is optimistic", len(overlap))
-
-
-# ----------------------------------------------------------------------------------------------- from an ONNX
-def _export_onnx_file(cfg: ExportConfig) -> ExportResult:
-    from .fp16 import convert_fp16
-    from .int8 import quantize_int8
-    from .onnx_export import check_onnx, count_nodes, graph_io
-    from .onnxrun import batch_plan
-
-    src = Path(cfg.from_onnx)
-    out = Path(cfg.output) if cfg.output else src.parent
-    steps = StepLog()
-    steps.run("load-onnx", lambda: check_onnx(src), lambda _: f"{src}: onnx.checker ok, {count_nodes(src)} nodes")
-    source_preflight = _preflight(cfg, steps, src)  # before anything is copied: a parser gap is the first thing to know
-    input_name, dims, output_name, opset = graph_io(src)
-    old = _matching_manifest(src)
-    _check_onnx_input(cfg, src, dims, old)
-    old_arts = (old or {}).get("artifacts", {})
-    pre = _preprocess_for(cfg, old, (int(dims[2]), int(dims[3])))
-    dynamic = dims[0] is None
-    dyn = cfg.dynamic_batch
-    if dynamic and dyn is None and old and old.get("batch", {}).get("dynamic"):
-        dyn = (old["batch"]["min"], old["batch"]["opt"], old["batch"]["max"])
-    if dynamic and dyn is None:
-        raise ExportConfigError(f"{src} has a dynamic batch: pass --dynamic-batch MIN,OPT,MAX for the engine's optimization profile")
-    if not dynamic and cfg.dynamic_batch is not None:
-        raise ExportConfigError(f"{src} has a static batch of {dims[0]}; --dynamic-batch needs an ONNX exported with a dynamic batch")
-    if not dynamic and cfg.batch not in (1, dims[0]):
-        raise ExportConfigError(f"--batch {cfg.batch} does not match {src}'s static batch of {dims[0]}")
-    h, w = int(dims[2]), int(dims[3])
-    reuse = {
-        p: old_arts[p] for p in cfg.precisions if p in old_arts and _intact(src.parent / old_arts[p]["path"], old_arts[p].get("sha256"))
-    }
-    make = [p for p in cfg.precisions if p not in reuse]
-    if "int8" in make and cfg.calib_data is None:
-        raise ExportConfigError(f"no INT8 model beside {src} in its manifest: pass --calib-data DIR to calibrate one")
-    if make and pre is None:
-        raise ExportConfigError(
-            f"cannot make {', '.join(make)} from {src}: its preprocessing is unknown (no manifest beside it); pass --model NAME"
-        )
-    root = (cfg.data or default_image_root()) if make else None
-    heldout = heldout_set(root, max(cfg.eval_images, cfg.fp16_check_images), cfg.seed) if root and make else None
-    calib = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if "int8" in make else None
-    _say_data(heldout, calib)
-    chunk, pad = batch_plan(None if dynamic else dims[0], dyn[2] if dyn else None)
-    in_place = out.resolve() == src.parent.resolve() and src.name == FILE_NAMES["fp32"]
-    with Staging(out) as stage:
-        s = stage.dir
-        names: List[str] = []
-        paths: Dict[str, Path] = {"fp32": src}  # where each variant is right now
-        if not in_place:
-            for p, from_path in [("fp32", src)] + [(p, src.parent / a["path"]) for p, a in reuse.items()]:
-                shutil.copyfile(from_path, s / FILE_NAMES[p])
-                names.append(FILE_NAMES[p])
-                paths[p] = s / FILE_NAMES[p]
-        else:
-            paths.update({p: src.parent / a["path"] for p, a in reuse.items()})
-        artifacts = {"fp32": _artifact(paths["fp32"].parent, paths["fp32"].name, "fp32")}
-        artifacts["fp32"]["path"] = FILE_NAMES["fp32"]
-        for p, art in reuse.items():
-            artifacts[p] = dict(art, path=FILE_NAMES[p] if not in_place else art["path"])
-            steps.skip(p, f"reusing {art['path']} from {src.parent} (its sha256 matches the manifest)")
-        scorer = None
-        x_all = None
-        if heldout is not None:
-            n_eval = min(cfg.eval_images, len(heldout))
-            x_all = load_inputs(heldout.samples, pre)
-            scorer = HeldoutScorer(
-                x_all[:n_eval], load_masks(heldout.samples[:n_eval]), chunk, pad, f"{heldout.split} split of {heldout.root}"
-            )
-            steps.run("accuracy-fp32", lambda: scorer.score(paths["fp32"], "fp32"), _acc_line)
-        if "fp16" in make:
-            x_check = x_all[: cfg.fp16_check_images] if x_all is not None else None
-            fp16 = steps.run("fp16", lambda: convert_fp16(paths["fp32"], s / FILE_NAMES["fp16"], x_check), lambda r: r.summary())
-            names.append(FILE_NAMES["fp16"])
-            paths["fp16"] = s / FILE_NAMES["fp16"]
-            artifacts["fp16"] = _artifact(s, FILE_NAMES["fp16"], "fp16", keep_io_types=True, overflow_check=fp16.to_dict())
-            if scorer is not None:
-                steps.run("accuracy-fp16", lambda: scorer.score(paths["fp16"], "fp16"), _acc_line)
-        calibration = (old or {}).get("calibration") if "int8" in reuse else None
-        if calib is not None:
-            batch = 1 if dynamic else int(dims[0])
-            q = steps.run(
-                "int8",
-                lambda: quantize_int8(paths["fp32"], s / FILE_NAMES["int8"], calib, pre, batch, cfg.calib_method, cfg.progress),
-                lambda r: r.summary(),
-            )
-            names += [FILE_NAMES["int8"], CALIB_LIST]
-            paths["int8"] = s / FILE_NAMES["int8"]
-            artifacts["int8"] = _artifact(
-                s, FILE_NAMES["int8"], "int8", quantize_linear=q.quantize_linear, per_channel_weights=q.per_channel_weights
-            )
-            calibration = dict(q.calibration, list_file=CALIB_LIST)
-            used_set = ImageSet(
-                calib.root, calib.layout, calib.split, calib.samples[: q.calibration["images"]], calib.available, calib.seed
-            )
-            (s / CALIB_LIST).write_text(used_set.listing())
-            if scorer is not None:
-                steps.run("accuracy-int8", lambda: scorer.score(paths["int8"], "int8"), _acc_line)
-        if cfg.targets:
-            spec = InputSpec(name=input_name, shape=(None if dynamic else dims[0], 3, h, w), output_name=output_name)
-            job = TargetJob(onnx_fp32=paths["fp32"], stage=s, precisions=("fp32",) + cfg.precisions, preprocess=pre, input_spec=spec,
-                            model_name=cfg.model, calibration=calib, progress=cfg.progress)
-            target_artifacts, target_files = run_targets(cfg.targets, job, steps, scorer)
-            artifacts.update(target_artifacts)
-            names += target_files
-        precision = cfg.engine_precision
-        preflight = _preflight(cfg, steps, paths[precision]) if precision != "fp32" else source_preflight
-        engine = _Engine(cfg, steps)
-        plan = engine.run(
-            paths[precision],
-            s,
-            out,
-            precision,
-            input_name,
-            _profile((h, w), dyn if dynamic else None),
-            out / FILE_NAMES["fp32"],
-            dyn if dynamic else None,
-        )
-        if plan is not None:
-            artifacts["engine"] = _artifact(s, plan, precision, **{k: v for k, v in engine.info.to_dict().items() if k != "path"})
-            names.append(plan)
-        if in_place:  # earlier artifacts of this folder that this run did not replace stay listed
-            for kind, art in old_arts.items():
-                if kind not in artifacts and _intact(out / art["path"], art.get("sha256")):
-                    artifacts[kind] = art
-            if calibration is None and "int8" in artifacts and old is not None:
-                calibration = old.get("calibration")
-        accuracy = scorer.to_dict() if scorer is not None else (old or {}).get("accuracy", {})
-        manifest = {
-            "format": FORMAT,
-            "model": (old or {}).get("model") or cfg.model or src.stem,
-            "created": _now(),
-            "weights": (old or {}).get("weights") or {"source": str(src), "sha256": sha256_file(src)},
-            "input": {"name": input_name, "shape": [None if dynamic else dims[0], 3, h, w], "dtype": "float32", "output_name": output_name},
-            "preprocess": pre.to_dict() if pre is not None else None,
-            "output": output_name,
-            "opset": opset,
-            "batch": _batch_record(None if dynamic else dims[0], dyn if dynamic else None),
-            "artifacts": artifacts,
-            "parity": (old or {}).get("parity"),
-            "calibration": calibration,
-            "accuracy": accuracy,
-            "tensorrt": _trt_record(engine) or (old or {}).get("tensorrt") if "engine" in artifacts else None,
-            "tensorrt_preflight": preflight,
-            "engine_build": {"status": "built" if plan else "skipped", "reason": engine.skipped, "command": engine.command},
-            "tools": _tool_versions(),
-            "source_onnx": str(src),
-        }
-        if old is not None:
-            manifest["export_steps"] = old.get("export_steps") or old.get("steps", [])
-        path = _finish(steps, stage, names, manifest)
-    return _result(out, path, artifacts, steps, scorer, plan, engine)
-
-
-def _intact(path: Path, sha: Optional[str]) -> bool:
-    return path.is_file() and (sha is None or sha256_file(path) == sha)
-
-
-def _matching_manifest(src: Path) -> Optional[dict]:
-    """The manifest beside ``src`` if it describes exactly this file as its FP32 model."""
-    if not (src.parent / MANIFEST_NAME).is_file():
-        return None
-    old = read_manifest(src.parent)  # a corrupt manifest is an error, not something to paper over
-    fp32 = old["artifacts"]["fp32"]
-    other = next((k for k, a in old["artifacts"].items() if k != "fp32" and a.get("path") == src.name), None)
-    if other is not None:
-        # Exporting from it would relabel an FP16/INT8 graph (or an engine) as the FP32 model, and replace the real one
-        raise ExportConfigError(f"--from-onnx {src}: this is the export's {other} artifact, not an FP32 model; "
-                                f"start from its FP32 model {src.parent / fp32['path']}")
-    if fp32["path"] != src.name or fp32.get("sha256") != sha256_file(src):
-        log.warning("%s: the manifest beside it describes a different FP32 model; ignoring it", src)
-        return None
-    return old
-
-
-def _check_onnx_input(cfg: ExportConfig, src: Path, dims: tuple, old: Optional[dict]) -> None:
-    """The graph must take N x 3 x H x W images of a fixed size, and --model must not contradict what the file is."""
-    if len(dims) != 4 or dims[1] != 3 or dims[2] is None or dims[3] is None:
-        shape = "x".join("?" if d is None else str(d) for d in dims)
-        raise ExportConfigError(f"--from-onnx {src}: expected an image input N x 3 x H x W with a fixed H and W, found {shape}")
-    if not cfg.model:
-        return
-    if old is not None and old.get("model") != cfg.model:
-        raise ExportConfigError(
-            f"--model {cfg.model} contradicts --from-onnx {src}: its manifest says model {old.get('model')!r} (omit --model to use it)"
-        )
-    from ..models import get_model_config
-
-    stride = get_model_config(cfg.model).stride  # UnknownModelError with a suggestion
-    if dims[2] % stride or dims[3] % stride:
-        raise ExportConfigError(
-            f"--model {cfg.model} contradicts --from-onnx {src}: its {dims[2]}x{dims[3]} input is not a multiple of {cfg.model}'s stride "
-            f"{stride}, so it is another model"
-        )
-
-
-def _preprocess_for(cfg: ExportConfig, old: Optional[dict], size: Tuple[int, int]) -> Optional[PreprocessConfig]:
-    if old and old.get("preprocess"):
-        return PreprocessConfig.from_dict(old["preprocess"])
-    if cfg.model:
-        from ..models import get_model_config
-
-        pre = get_model_config(cfg.model).preprocess  # the model's normalisation at the graph's fixed input size
-        return PreprocessConfig(size=size, mode=pre.mode, mean=pre.mean, std=pre.std)
-    return None
-
-
-def export(cfg: ExportConfig) -> ExportResult:
-    """Run the export ``cfg`` describes; see the module docstring for the steps."""
-    check_fields(cfg)
-    recover_output(cfg.output or (str(Path(cfg.from_onnx).parent) if cfg.from_onnx else None))
-    validate(cfg)
-    if cfg.from_onnx is not None:
-        return _export_onnx_file(cfg)
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.torch_threads)
+def _tool_versions() -> Dict[str, str]:
     try:
-        return _export_model(cfg)
-    finally:
-        torch.set_num_threads(threads)
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return {}
+    out = {"python": platform.python_version(), "lightseg-edge": __version__}
+    for pkg in _TOOLS:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

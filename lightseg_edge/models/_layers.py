@@ -16,6 +16,53 @@ class LayerNorm2d(nn.LayerNorm):
         return x.permute(0, 3, 1, 2)
 
 
+class ChannelLayerNorm2d(nn.Module):
+    """``LayerNorm2d`` for inference, written as reductions over the channel axis of the NCHW tensor.
+
+    The same normalisation (biased variance, ``eps`` inside the square root, per-channel affine), without the two
+    permutes: it exports as ReduceMean(axis 1) -> Sub -> Mul -> ReduceMean(axis 1) -> Add -> Sqrt -> Reciprocal (a Div
+    on the (N, 1, H, W) statistics) -> Mul -> Mul -> Add, all in NCHW, instead of Transpose -> LayerNormalization ->
+    Transpose. Every node is one that TensorRT 8.5's ONNX parser imports (it has no LayerNormalization), and OpenVINO
+    runs it faster than the Transpose form; the figures per runtime are in ``benchmarks/results/deploy_forms.md``.
+    Equal to ``LayerNorm2d`` up to fp32 round-off.
+
+    ``weight`` and ``bias`` are the source module's own Parameters (shared, not copied), under the same names, so a
+    model whose norms were swapped keeps its state dict and loads the same checkpoints.
+    """
+
+    def __init__(self, src: LayerNorm2d) -> None:
+        super().__init__()
+        if len(src.normalized_shape) != 1:
+            raise ValueError(f"ChannelLayerNorm2d: expected a LayerNorm2d over channels, got normalized_shape {src.normalized_shape}")
+        self.channels = src.normalized_shape[0]
+        self.eps = src.eps
+        self.weight = src.weight
+        self.bias = src.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x - x.mean(1, keepdim=True)
+        # The reciprocal is taken on the (N, 1, H, W) statistics, so only Muls run over the full tensor.
+        y = d * torch.rsqrt((d * d).mean(1, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.view(-1, 1, 1)
+        if self.bias is not None:
+            y = y + self.bias.view(-1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, eps={self.eps}"
+
+
+def channel_layer_norms(module: nn.Module) -> int:
+    """Replace every ``LayerNorm2d`` inside ``module`` by its ``ChannelLayerNorm2d`` (in place, Parameters shared);
+    returns how many. State dict keys and values are unchanged."""
+    found = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
+             if isinstance(child, LayerNorm2d)]
+    for parent, name, child in found:
+        setattr(parent, name, ChannelLayerNorm2d(child))
+    return len(found)
+
+
 def _cubic_x2_taps(a: float = -0.75) -> tuple[list[float], list[float]]:
     """The 4 taps of a x2 cubic upsampling (align_corners=False) for even and odd output positions.
 

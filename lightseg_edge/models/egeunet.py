@@ -4,10 +4,11 @@ Follows the released model (JCruan519/EGE-UNet@f52ba30, ``c_list=[8,16,24,32,48,
 ``gt_ds=True``): 53,374 parameters, the UCM-Net paper's Table 4 figure. Differences that change no numbers:
 
 - the sigmoid is left out; ``forward`` returns logits and the five side outputs are mask logits;
-- the channels-first LayerNorm is ``F.layer_norm`` over channels (``LayerNorm2d``) instead of the released
-  mean/pow/sqrt arithmetic: the same maths, but it exports as one ``LayerNormalization`` per norm instead of
-  seven elementwise nodes, which TensorRT keeps in FP32-safe form (the hand-written ``Pow(x - mu, 2)`` can overflow
-  in FP16 on this model's 0..255 inputs);
+- the channels-first LayerNorm is ``F.layer_norm`` over channels (``LayerNorm2d``) in the training form, instead of
+  the released mean/pow/sqrt arithmetic: the same maths. ``deploy()`` writes it back as reductions over the channel
+  axis (``ChannelLayerNorm2d``: the released arithmetic with ``d * d`` for ``Pow(d, 2)``), which exports without the
+  Transposes around a ``LayerNormalization`` and imports on TensorRT 8.5. An FP16 export keeps in FP32 every node,
+  the squares included, whose values on the check images come within 4x of the FP16 limit (``export.fp16``);
 - the (C,H) and (C,W) parameter maps are applied as broadcast gates instead of through permutes, and without
   ``squeeze(0)`` (which the TorchScript exporter turns into ``If`` nodes);
 - GAB5's bilinear resize from 8x8 to 8x8 (an exact identity) is skipped.
@@ -22,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..types import PaperClaims, PreprocessConfig
+from ..types import PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import LayerNorm2d
+from ._layers import LayerNorm2d, channel_layer_norms
 from ._registry import register_model
 
 __all__ = ["EGEUNet"]
@@ -161,6 +162,12 @@ class EGEUNet(SegModel):
         ``GT_BceDiceLoss`` weights 0.1 .. 0.5."""
         return self._run(x, with_stages=True)
 
+    def deploy(self) -> "EGEUNet":
+        """Eval mode with every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (in place; Parameters shared, state dict
+        unchanged): reductions over the channel axis instead of Transpose -> LayerNormalization -> Transpose."""
+        channel_layer_norms(self)
+        return self.eval()
+
 
 _CFG = ModelConfig(
     name="egeunet",
@@ -169,6 +176,11 @@ _CFG = ModelConfig(
     citation="Ruan, Xie, Gao, Liu, Fu. EGE-UNet. MICCAI 2023; arXiv:2307.08473",
     preprocess=PreprocessConfig(size=(256, 256), mode="raw"),
     stride=32,
+    recipe=Recipe(
+        "bce_dice",
+        group_weights=(0.1, 0.2, 0.3, 0.4, 0.5),
+        source="JCruan519/EGE-UNet configs/config_setting.py (GT_BceDiceLoss)",
+    ),
     claims=PaperClaims(
         params=53_374,
         gmacs=0.0721,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..types import PaperClaims, PreprocessConfig
+from ..types import PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
 from ._registry import register_model
@@ -176,6 +176,7 @@ _CFG = ModelConfig(
     citation="Ruan, Xiang, Xie, Liu, Fu. MALUNet. IEEE BIBM 2022, pp. 1150-1156; arXiv:2211.01784",
     preprocess=PreprocessConfig(size=(256, 256), mode="raw"),
     stride=32,
+    recipe=Recipe("bce_dice", source="JCruan519/MALUNet configs/config_setting.py (BceDiceLoss)"),
     claims=PaperClaims(
         params=177_943,
         gmacs=0.0830,
@@ -186,6 +187,7 @@ _CFG = ModelConfig(
             "the released code (JCruan519/MALUNet@e184b47) reproduces all three figures",
             "6 tied Conv1d memory pairs: 146,711 parameters of unique storage in the released model",
         ),
+        params_why="6 tied Conv1d pairs: 146,711 parameters of unique storage, but numel() over parameters() counts 177,943 [counted here]",
     ),
     origin_url="https://github.com/JCruan519/MALUNet",
     license="none stated upstream (re-implemented from the paper and its released code, no upstream code included)",

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..types import PaperClaims, PreprocessConfig
+from ..types import PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import LayerNorm2d
+from ._layers import LayerNorm2d, channel_layer_norms
 from ._registry import register_model
 
 __all__ = ["UCMNet"]
@@ -136,6 +136,9 @@ class UCMNet(SegModel):
         return self._run(x, with_stages=True)
 
     def deploy(self) -> "UCMNet":
+        """Eval mode with every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (in place; Parameters shared, state dict
+        unchanged): reductions over the channel axis instead of Transpose -> LayerNormalization -> Transpose."""
+        channel_layer_norms(self)
         return self.eval()
 
 
@@ -150,6 +153,11 @@ _CFG = ModelConfig(
     stride=64,
     # At 64x64 the deepest map is 1x1, and its InstanceNorm needs more than one pixel.
     min_size=128,
+    recipe=Recipe(
+        "bce_squared_dice",
+        group_weights=(0.1, 0.2, 0.3, 0.4, 0.5),
+        source="chunyuyuan/UCM-Net@de98f42 train_newdata.py, losses.py GT_BceDiceLoss_new1",
+    ),
     claims=PaperClaims(
         params=49_932,
         gmacs=0.0465,
@@ -160,6 +168,19 @@ _CFG = ModelConfig(
         notes=(
             "the released code (chunyuyuan/UCM-Net@de98f42) has 47,436 parameters, 1,248 of them never used",
             "the paper's 'GFLOPs' are thop MACs; its 'memory' is a formula, not a measurement",
+        ),
+        params_why=(
+            "the paper's 49,932 belongs to a model variant that is not public: the released code (chunyuyuan/UCM-Net@de98f42) has "
+            "47,436, and the authors' own notebook prints 47,436; 1,248 of those are never used by the forward pass and are omitted "
+            "here, giving 46,188 (46,055 in the deployed single-output form) [counted here]"
+        ),
+        gmacs_why=(
+            "the paper's 0.0465 is thop MACs of the training forward with the 5 deep-supervision heads (the released code gives "
+            "0.045193; thop without heads 0.036805) [thop 0.1.1, measured here]"
+        ),
+        memory_mb_why=(
+            "with the released code's 47,436 parameters the formula gives 1.1810, which the authors' notebook prints "
+            "[chunyuyuan/UCM-Net example.ipynb]"
         ),
     ),
     origin_url="https://github.com/chunyuyuan/UCM-Net",

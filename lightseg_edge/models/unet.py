@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..types import PaperClaims, PreprocessConfig
+from ..types import PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
 from ._registry import register_model
@@ -102,6 +102,7 @@ _CFG = ModelConfig(
     citation="Ronneberger, Fischer, Brox. U-Net. MICCAI 2015, LNCS 9351, pp. 234-241; arXiv:1505.04597",
     preprocess=PreprocessConfig(size=(256, 256), mode="minmax"),
     stride=16,
+    recipe=Recipe("bce_dice", source="BCE + Dice, AdamW (the UCM-Net comparison setting)"),
     claims=PaperClaims(
         params=31_037_633,
         gmacs=54.7378,
@@ -110,6 +111,10 @@ _CFG = ModelConfig(
         notes=(
             "no published memory figure for U-Net; the UCM-Net paper's formula would give 119.40 MB",
             "54.7378 G is a thop count, which overstates each stride-2 transposed conv 4x; true MACs are about 48.30 G",
+        ),
+        gmacs_why=(
+            "54.7378 G is a thop count, which overstates each stride-2 transposed conv 4x (it counts output elements x Cin x k^2); "
+            "true MACs are about 48.30 G [computed here]"
         ),
     ),
     origin_url="https://github.com/milesial/Pytorch-UNet",

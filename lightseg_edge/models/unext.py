@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..types import PaperClaims, PreprocessConfig
+from ..types import PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import LayerNorm2d
+from ._layers import LayerNorm2d, channel_layer_norms
 from ._registry import register_model
 
 __all__ = ["UNeXtS"]
@@ -124,10 +124,13 @@ class UNeXtS(SegModel):
         return self.final(F.relu(_up2(self.decoder5(h))))
 
     def deploy(self) -> "UNeXtS":
-        """Eval mode with each BatchNorm folded into the conv before it (in place; the model stops being trainable).
+        """Eval mode with each BatchNorm folded into the conv before it (in place; the model stops being trainable),
+        and every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (Parameters shared): reductions over the channel axis
+        instead of Transpose -> LayerNormalization -> Transpose.
 
-        The ONNX exporter folds them anyway; this makes the PyTorch runtime skip eight normalisation passes."""
+        The ONNX exporter folds the BatchNorms anyway; this makes the PyTorch runtime skip eight normalisation passes."""
         self.eval()
+        channel_layer_norms(self)
         for seqs in (self.encoders, self.decoders):
             for i, seq in enumerate(seqs):
                 if isinstance(seq, nn.Sequential):
@@ -142,6 +145,15 @@ _CFG = ModelConfig(
     citation="Valanarasu, Patel. UNeXt. MICCAI 2022, LNCS 13435, pp. 23-33; arXiv:2203.04967",
     preprocess=PreprocessConfig(size=(256, 256), mode="meanstd"),
     stride=32,
+    recipe=Recipe(
+        "unext_bce_dice",
+        optimizer="adam",
+        weight_decay=1e-4,
+        batch_size=16,
+        epochs=100,
+        t_max=100,
+        source="jeya-maria-jose/UNeXt-pytorch train.py",
+    ),
     claims=PaperClaims(
         params=253_561,
         gmacs=0.1038,

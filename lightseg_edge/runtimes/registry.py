@@ -14,7 +14,7 @@ from typing import Dict, FrozenSet, Optional, Tuple, Type, Union
 
 from .._optional import is_available
 from ..errors import InvalidInputError
-from ..types import Runtime
+from ..types import PRECISION_NAMES, Runtime
 
 CUDA_BINDINGS = ("cuda", "pycuda", "torch")  # any of them lets the TensorRT predictor own device memory
 # Options every runtime accepts (load_predictor keyword arguments).
@@ -117,7 +117,7 @@ def known_suffixes() -> Tuple[str, ...]:
 
 def runtime_for_artifact(key: str) -> Optional[RuntimeSpec]:
     """The runtime that runs a manifest artifact: 'fp32'/'fp16'/'int8' ONNX, 'engine', or '<prefix>-<precision>'."""
-    if key in ("fp32", "fp16", "int8"):
+    if key in PRECISION_NAMES:
         return RUNTIMES[Runtime.ONNXRUNTIME]
     if key == "engine":
         return RUNTIMES[Runtime.TENSORRT]

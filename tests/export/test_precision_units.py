@@ -81,6 +81,43 @@ def test_fp16_model_keeps_fp32_io_and_matches(tmp_path):
     assert [n.name for n in readers] == ["scale_down"] and producer[big_out].name == "scale_up_more"
 
 
+def test_instancenorm_constants_become_initializers_without_changing_outputs(tmp_path, monkeypatch):
+    """scale/B as Constant nodes (the PyTorch exporter's form): the kept-FP32 InstanceNorm reads FP32 initializers,
+    not Constant(fp16) -> Cast(fp32) (TensorRT 8.5/8.6 reject that), and the outputs do not change at all."""
+    from lightseg_edge.export import fp16
+    from lightseg_edge.export.onnxrun import cpu_session
+
+    model = _graph_with_large_values()
+    inits = {i.name: i for i in model.graph.initializer}
+    consts = [helper.make_node("Constant", [], [k], name=f"const_{k}", value=inits[k]) for k in ("gamma", "beta")]
+    for k in ("gamma", "beta"):
+        model.graph.initializer.remove(inits[k])
+    nodes = consts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    src = tmp_path / "m.onnx"
+    onnx.save(model, str(src))
+    x = np.random.default_rng(2).random((1, 3, 8, 8), dtype=np.float32)
+
+    res = fp16.convert_fp16(src, tmp_path / "folded.onnx", x)
+    with monkeypatch.context() as mp:
+        mp.setattr(fp16, "fold_constant_casts", lambda graph: 0)
+        plain = fp16.convert_fp16(src, tmp_path / "plain.onnx", x)
+    assert "inorm" in {k.node for k in res.kept_fp32}
+    m = onnx.load(str(res.path))
+    init_types = {i.name: i.data_type for i in m.graph.initializer}
+    inorm = next(n for n in m.graph.node if n.name == "inorm")
+    assert [init_types.get(t) for t in inorm.input[1:]] == [TensorProto.FLOAT, TensorProto.FLOAT]
+    # gamma, beta, and three_hundred (read by an FP16 and an FP32 Mul: an FP16 initializer cast back) are folded
+    assert not [n for n in m.graph.node if n.op_type == "Constant"] and res.casts == plain.casts - 3
+    assert init_types["three_hundred"] == TensorProto.FLOAT16
+    assert init_types[next(n for n in m.graph.node if n.name == "scale_up_more").input[1]] == TensorProto.FLOAT
+    before = onnx.load(str(plain.path))
+    producer = {o: n.op_type for n in before.graph.node for o in n.output}
+    assert [producer.get(t) for t in next(n for n in before.graph.node if n.name == "inorm").input[1:]] == ["Cast", "Cast"]
+    assert np.array_equal(cpu_session(res.path).run(None, {"x": x})[0], cpu_session(plain.path).run(None, {"x": x})[0])
+
+
 def test_topological_sort_orders_producers_first():
     model = _graph_with_large_values()
     nodes = list(model.graph.node)[::-1]

