@@ -26,7 +26,7 @@ import contextlib
 import os
 import signal
 import sys
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..runtimes.registry import alias_table, runtime_names
 from ..types import PRECISION_NAMES

@@ -6,10 +6,7 @@ tests/export/test_litert_target.py through the session's base temp folder).
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -184,15 +181,9 @@ def test_closed(built, pre):
 
 def test_runs_without_torch(built, sample_dir, tmp_path):
     """A device image with numpy + ai-edge-litert only: importing torch fails, and nothing imports it."""
-    script = tmp_path / "check.py"
-    script.write_text(textwrap.dedent("""
-        import sys
-        class _NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-                return None
-        sys.meta_path.insert(0, _NoTorch())
+    from test_no_torch import _run
+
+    _run("""
         from lightseg_edge.data.io import read_image
         from lightseg_edge.runtimes.litert_backend import LiteRTPredictor
         from lightseg_edge.types import PreprocessConfig
@@ -200,12 +191,5 @@ def test_runs_without_torch(built, sample_dir, tmp_path):
         with LiteRTPredictor(sys.argv[1], pre, threads=1) as p:
             mask = p.predict(read_image(sys.argv[2]))
         assert mask.ndim == 2 and 0 < mask.mean() < 1, mask.mean()
-        leaked = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-        assert not leaked, leaked
-        print("NO-TORCH-OK")
-    """ % (SIZE, SIZE, built["preprocess"]["mode"])))
-    image = min((sample_dir / "images").iterdir())
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, str(script), str(built["folder"] / "model.fp32.tflite"), str(image)],
-                         capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
-    assert res.returncode == 0 and "NO-TORCH-OK" in res.stdout, res.stderr[-3000:]
+    """ % (SIZE, SIZE, built["preprocess"]["mode"]), tmp_path,
+         (built["folder"] / "model.fp32.tflite", min((sample_dir / "images").iterdir())))

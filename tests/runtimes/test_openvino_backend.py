@@ -3,11 +3,7 @@ explicitly (this machine's CPU would otherwise run bf16), one-line errors, and n
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +12,6 @@ from runtime_helpers import export_onnx
 
 ov = pytest.importorskip("openvino")
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -124,25 +119,13 @@ def test_bad_inputs_give_one_line_errors(ir, model, tmp_path):
 def test_runs_without_torch(ir, model, sample_dir, tmp_path):
     """The runtime layer imports no torch: an OpenVINO predictor is built and run in an interpreter that cannot
     import it."""
-    script = tmp_path / "check.py"
-    script.write_text(textwrap.dedent("""
-        import sys
-        class _NoTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-        sys.meta_path.insert(0, _NoTorch())
+    from test_no_torch import _run
+
+    _run("""
         from lightseg_edge.data.io import read_image
         from lightseg_edge.runtimes.openvino_backend import OpenVINOPredictor
         from lightseg_edge.types import PreprocessConfig
         with OpenVINOPredictor(sys.argv[1], PreprocessConfig(size=(int(sys.argv[3]),) * 2), threads=1) as p:
             mask = p.predict(read_image(sys.argv[2]))
         assert set(mask.ravel().tolist()) <= {0, 1}
-        assert "torch" not in sys.modules, sorted(m for m in sys.modules if m.startswith("torch"))
-        print("NO-TORCH-OK")
-    """))
-    image = min((sample_dir / "images").iterdir())
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, str(script), str(ir), str(image), str(model.cfg.preprocess.size[0])],
-                         capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
-    assert res.returncode == 0 and "NO-TORCH-OK" in res.stdout, res.stderr[-3000:]
+    """, tmp_path, (ir, min((sample_dir / "images").iterdir()), model.cfg.preprocess.size[0]))
