@@ -65,7 +65,8 @@ def _torch_load_problem(exc: Exception) -> str:
         return f"not a tensors-only PyTorch file (the safe unpickler stops: {detail}); expected {_EXPECTED}"
     if isinstance(exc, EOFError) or "PytorchStreamReader" in text:
         return f"truncated or corrupt PyTorch file; expected {_EXPECTED}: copy or download it again"
-    return f"{type(exc).__name__}: {text[:200]}; expected {_EXPECTED}"
+    # Arbitrary bytes reach torch's legacy pickle reader, which fails with whatever the bytes trip (KeyError: 210).
+    return f"not a tensors-only PyTorch file ({type(exc).__name__}: {text[:120]}); expected {_EXPECTED}"
 
 
 def _read_safetensors(path: Path) -> Tuple[Dict, Optional[str]]:

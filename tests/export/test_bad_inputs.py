@@ -40,7 +40,7 @@ def test_missing_pretrained_weights_suggest_weights_flag(sample_dir, tmp_path, m
 
 def test_unreadable_weights_file(sample_dir, tmp_path):
     bad = tmp_path / "garbage.pt"
-    bad.write_bytes(os.urandom(2048))
+    bad.write_bytes(os.urandom(2048))  # any bytes: whichever way torch's reader fails, the message says the same
     out = tmp_path / "out"
     with pytest.raises(
         ExportError, match=r"garbage\.pt: cannot read weights: not a tensors-only PyTorch file .*expected a lightseg-train checkpoint"
