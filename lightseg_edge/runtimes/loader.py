@@ -20,13 +20,18 @@ registry model name                     pytorch with its shipped weights
 a zoo model object (``nn.Module``)      pytorch
 ======================================  ===================================================================
 
+OpenVINO ``.xml``, LiteRT ``.tflite`` and Core ML ``.mlpackage`` files run on their runtime of the registry
+(``runtimes.registry``, which names every runtime, alias, suffix and option); from an export folder, ``runtime=``
+picks that runtime's artifact at ``precision`` (``openvino-fp16``, ``tflite-int8``, ...).
+
 Options (keyword arguments): ``precision`` ('fp32' | 'fp16' | 'int8'), ``threshold``, ``preprocess``
 (PreprocessConfig or its dict), ``input_spec`` (InputSpec or dict), ``model`` (registry name), ``verify`` (check
 artifact sha256 against the manifest, default True; False skips only the hashing of big artifacts, never the rule
 that every file a manifest names lies inside its folder); onnxruntime: ``providers``, ``threads``,
 ``graph_optimization_level`` ('disable' | 'basic' | 'extended' | 'all'), ``cache_dir`` (TensorRT EP caches);
 pytorch: ``cuda_graph``, ``threads`` (process-wide in torch); tensorrt: ``buffers`` ('auto' | 'torch' |
-'cuda-python' | 'pycuda'), ``cuda_graph``, ``allow_host_code``.
+'cuda-python' | 'pycuda'), ``cuda_graph``, ``allow_host_code``; openvino: ``threads``, ``inference_precision``
+('f32' | 'bf16'), ``ov_device``, ``cache_dir``; litert: ``threads``; coreml: ``compute_units``.
 
 An export folder is trusted only as far as its manifest vouches: every artifact, and the weights file the pytorch
 runtime rebuilds the model from, must lie inside the folder (symlinks resolved) and match its recorded sha256
