@@ -113,6 +113,11 @@ def is_regular_file(path: Path) -> bool:
         return False
 
 
+def artifact_bytes(path: Path) -> int:
+    """Size of a file, or of every file in a package folder."""
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
 def is_artifact(path: Path) -> bool:
     """A regular file, or a package folder (Core ML's .mlpackage is a directory)."""
     try:
@@ -128,7 +133,7 @@ def file_problem(path: Path, sha256: str) -> Optional[str]:
         return f"{shown(path)}: the manifest lists this file but it is missing; copy the export folder again or re-run lightseg-export"
     try:
         got = sha256_file(path)
-        size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        size = artifact_bytes(path)
     except OSError as exc:
         return f"{shown(path)}: cannot read it to check its sha256 ({exc.strerror or exc})"
     if got != sha256.lower():

@@ -196,25 +196,15 @@ class ImageSet:
         return describe_data(self.root, self.layout, self.split, len(self.samples), self.available)
 
 
-def _plain_images(root: Path) -> List[Sample]:
-    from ..data.io import IMAGE_EXTS
-
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
-    return [Sample(p.stem, p, None, None) for p in files]
-
-
 def select_images(data: str, split: Optional[str] = None, limit: Optional[int] = None, default_split: str = "val") -> ImageSet:
     """The images to compare on: a dataset root (layout auto-detected, ``split`` or ``default_split``; 'all' for
     every split), or a plain folder of images (no masks, no splits). ``limit``: the first N of them."""
-    from ..data.layouts import detect_layout, list_samples
+    from ..data.layouts import find_layout, list_samples, plain_images
 
     root = Path(data)
-    try:
-        layout: Optional[str] = detect_layout(root)
-    except DataError:
-        layout = None
+    layout = find_layout(root)
     if layout is None:
-        samples = _plain_images(root) if root.is_dir() else []
+        samples = plain_images(root) if root.is_dir() else []
         if not samples:
             raise DataError(f"--data {data}: neither a known dataset layout nor a folder of images (.jpg, .png, ...)")
         if split not in (None, "all"):

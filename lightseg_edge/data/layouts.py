@@ -222,3 +222,17 @@ def describe_data(root: PathLike, layout: str, split: str, count: int, available
     images (and of how many, when only some are used)."""
     of = f" of {available}" if available is not None and available != count else ""
     return f"{what}: {Path(root).resolve()} ({layout} layout), split {split}: {count}{of} images"
+
+
+def find_layout(root: PathLike) -> Optional[str]:
+    """``detect_layout``, or None for a folder in no known dataset layout (a plain folder of images, say)."""
+    try:
+        return detect_layout(root)
+    except DataError:
+        return None
+
+
+def plain_images(root: Path, split: Optional[str] = None) -> List[Sample]:
+    """The image files directly in ``root`` as samples without masks, sorted, hidden files skipped."""
+    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
+    return [Sample(p.stem, p, None, split) for p in files]

@@ -15,7 +15,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..data.io import IMAGE_EXTS, read_image, read_mask
-from ..data.layouts import Sample, describe_data, detect_layout, list_samples
+from ..data.layouts import Sample, describe_data, detect_layout, find_layout, list_samples, plain_images
 from ..data.transforms import preprocess
 from ..errors import DataError
 from ..types import PreprocessConfig
@@ -105,11 +105,6 @@ def heldout_set(root: str, count: int, seed: int = 0) -> ImageSet:
     return ImageSet(root, layout, HELDOUT_SPLIT, _choose(samples, count, seed), len(samples), seed)
 
 
-def _flat_images(root: Path) -> List[Sample]:
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
-    return [Sample(p.stem, p, None, CALIB_SPLIT) for p in files]
-
-
 def calibration_set(root: str, count: int, seed: int = 0) -> ImageSet:
     """Up to ``count`` training-split images of a dataset root, or all images of a flat folder of images.
 
@@ -120,11 +115,8 @@ def calibration_set(root: str, count: int, seed: int = 0) -> ImageSet:
     if not path.is_dir():
         raise DataError(f"--calib-data {path}: folder not found")
     path = path.resolve()
-    flat = _flat_images(path)
-    try:
-        layout: Optional[str] = detect_layout(path)
-    except DataError:
-        layout = None
+    flat = plain_images(path, CALIB_SPLIT)
+    layout = find_layout(path)
     if layout is None:
         if not flat:
             raise DataError(

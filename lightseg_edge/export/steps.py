@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from ..errors import ExportError
 
@@ -40,7 +40,9 @@ class StepLog:
     def __init__(self) -> None:
         self.records: List[StepRecord] = []
 
-    def run(self, name: str, fn: Callable[[], T], describe: Callable[[T], str] = str) -> T:
+    def run(self, name: str, fn: Callable[[], T], describe: Callable[[T], str] = str,
+            skip_on: Tuple[Type[BaseException], ...] = ()) -> Optional[T]:
+        """``skip_on``: exceptions that mean "cannot run on this machine", recorded as a skipped step (None returned)."""
         log.info("[%s] ...", name)
         t0 = time.perf_counter()
         try:
@@ -51,6 +53,9 @@ class StepLog:
         except ExportError as exc:
             self.records.append(StepRecord(name, time.perf_counter() - t0, FAILED, str(exc)))
             raise
+        except skip_on as exc:
+            self.skip(name, f"not runnable here: {exc}")
+            return None
         except Exception as exc:  # every failure of a step becomes an ExportError naming the step
             log.debug("step %s failed", name, exc_info=True)
             msg = concise(str(exc) or type(exc).__name__)

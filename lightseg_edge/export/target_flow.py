@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import BackendUnavailableError, ExportError
-from ..manifest import sha256_file
+from ..errors import BackendUnavailableError
+from .._hashing import artifact_bytes, sha256_file
 from ..runtimes.registry import RUNTIMES
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .steps import StepLog
@@ -20,8 +20,7 @@ from .targets import BuiltArtifact, Target, TargetJob, get_target
 
 def _entry(job: TargetJob, art: BuiltArtifact) -> dict:
     path = job.stage / art.path
-    size = path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-    entry = {"path": art.path, "precision": art.precision, "sha256": sha256_file(path), "bytes": size, **art.extra}
+    entry = {"path": art.path, "precision": art.precision, "sha256": sha256_file(path), "bytes": artifact_bytes(path), **art.extra}
     if art.companions:
         entry["companions"] = [{"path": c, "sha256": sha256_file(job.stage / c)} for c in art.companions]
     return entry
@@ -54,22 +53,17 @@ def run_targets(names: Tuple[str, ...], job: TargetJob, steps: StepLog, scorer: 
             _check(target, job, art.path, art.precision, art.key, steps, scorer, reason)
         by_key = {a.key: a for a in built}
         for key, source, options in target.extra_scores:
-            if source in by_key:
-                try:
-                    _check(target, job, by_key[source].path, by_key[source].precision, key, steps, scorer, reason, **options)
-                except ExportError as exc:  # an optional setting this machine lacks (bf16 without AVX512-BF16) is no failure
-                    if not isinstance(exc.__cause__, BackendUnavailableError):
-                        raise
-                    steps.records.pop()
-                    steps.skip(f"accuracy-{key}", f"not runnable here: {exc.__cause__}")
+            if source in by_key:  # an optional setting this machine lacks (bf16 without AVX512-BF16) is skipped, no failure
+                _check(target, job, by_key[source].path, by_key[source].precision, key, steps, scorer, reason,
+                       (BackendUnavailableError,), **options)
     return artifacts, files
 
 
 def _check(target: Target, job: TargetJob, path: str, precision: str, key: str, steps: StepLog, scorer: Optional[HeldoutScorer],
-           reason: Optional[str], **options) -> None:
+           reason: Optional[str], skip_on: Tuple[type, ...] = (), **options) -> None:
     if reason is not None:
         steps.skip(f"accuracy-{key}", f"not runnable here: {reason}")
         if scorer is not None:
             scorer.unscored[key] = reason
     elif scorer is not None:
-        steps.run(f"accuracy-{key}", lambda: _score(target, job, path, precision, key, scorer, **options), _acc_line)
+        steps.run(f"accuracy-{key}", lambda: _score(target, job, path, precision, key, scorer, **options), _acc_line, skip_on)

@@ -113,3 +113,15 @@ def test_bench_export_dir_has_a_row_per_target_artifact(all_targets, tmp_path):
         spec = next(s for s in RUNTIMES.values() if s.artifact_prefix and key.startswith(s.artifact_prefix))
         assert rows[(spec.runtime.value, key.rsplit("-", 1)[1])]["status"] == "ok"
     assert rows[("coreml", "fp16")]["status"] == "skipped" and "macOS" in rows[("coreml", "fp16")]["reason"]
+
+
+def test_a_step_that_cannot_run_here_is_skipped_not_failed():
+    from lightseg_edge.export.steps import SKIPPED, StepLog
+
+    def bf16_on_an_old_cpu():
+        raise BackendUnavailableError("this CPU has no bf16")
+
+    steps = StepLog()
+    assert steps.run("accuracy-openvino-bf16", bf16_on_an_old_cpu, skip_on=(BackendUnavailableError,)) is None
+    (rec,) = steps.records
+    assert rec.status == SKIPPED and rec.output == "not runnable here: this CPU has no bf16"

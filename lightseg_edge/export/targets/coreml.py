@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional, Tuple
 
+from ..._hashing import artifact_bytes
 from ..._optional import is_available, require
 from ...errors import ExportConfigError, ExportError, InvalidInputError
 from ...types import InputSpec, Runtime
@@ -115,10 +116,6 @@ def _static_shape(spec: InputSpec) -> Tuple[int, ...]:
     return shape
 
 
-def _package_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
 def check_package(path: Any, input_spec: InputSpec) -> Dict[str, Any]:
     """Statically check a saved .mlpackage against the export's input spec; returns what it found.
 
@@ -195,7 +192,7 @@ def check_package(path: Any, input_spec: InputSpec) -> Dict[str, Any]:
         opset=str(fn.opset),
         weight_precision=weight_precision,
         weight_elements=dict(sorted(elements.items())),
-        size_bytes=_package_bytes(path),
+        size_bytes=artifact_bytes(path),
     )
     return found
 
