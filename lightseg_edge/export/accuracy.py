@@ -1,8 +1,9 @@
 """What a precision variant or another target costs in segmentation accuracy, on held-out images.
 
-ONNX variants run on ONNX Runtime CPU; other targets' artifacts run through their own runtime's predictor (OpenVINO,
-LiteRT), on the same preprocessed images; an artifact that cannot run on this machine (Core ML off macOS) is listed
-as not scored, with the reason, never given a figure.
+Every artifact is run through its runtime's predictor from the runtime registry (the class ``load_predictor``
+builds), on the CPU and on the same preprocessed images: ONNX variants on ONNX Runtime, other targets' artifacts on
+OpenVINO or LiteRT. An artifact that cannot run on this machine (Core ML off macOS) is listed as not scored, with the
+reason, never given a figure.
 
 Each variant's logits go through the shared post-processing (``logits_to_proba`` at the image's own size, threshold
 0.5) and are scored against the ground truth (per-image mean Dice, dataset-level Dice*) and against the FP32
@@ -24,7 +25,9 @@ import numpy as np
 
 from ..data.transforms import logits_to_proba, proba_to_mask
 from ..metrics import Confusion, MetricAccumulator, dice, expected_drop
-from .onnxrun import cpu_session, run_batches, run_onnx
+from ..runtimes.registry import RUNTIMES
+from ..types import PreprocessConfig, Runtime
+from .onnxrun import run_batches
 
 log = logging.getLogger("lightseg_edge.export")
 
@@ -49,16 +52,25 @@ def masks_at_native_size(logits: np.ndarray, gts: Sequence[np.ndarray]) -> List[
 
 
 class HeldoutScorer:
-    """Scores ONNX variants on one fixed set of held-out images; FP32 first, as the reference."""
+    """Scores artifacts on one fixed set of held-out images (``x``, preprocessed with ``preprocess``); the FP32 ONNX
+    first, as the reference."""
 
-    def __init__(self, x: np.ndarray, gts: Sequence[np.ndarray], chunk: int, pad: bool, source: str) -> None:
+    def __init__(self, x: np.ndarray, gts: Sequence[np.ndarray], chunk: int, pad: bool, source: str,
+                 preprocess: PreprocessConfig) -> None:
         self.x, self.gts, self.chunk, self.pad, self.source = x, list(gts), chunk, pad, source
+        self.preprocess = preprocess
         self.reference: Dict[str, object] = {}
         self.results: Dict[str, VariantAccuracy] = {}
         self.unscored: Dict[str, str] = {}  # artifact key -> why it could not be run here
 
-    def score(self, onnx_path: Path, variant: str) -> VariantAccuracy:
-        return self._score(run_onnx(cpu_session(onnx_path), self.x, self.chunk, self.pad), variant, "onnxruntime")
+    def score(self, path: Path, variant: str, runtime: Runtime = Runtime.ONNXRUNTIME, precision: str = "", **options) -> VariantAccuracy:
+        """Load ``path`` with ``runtime``'s predictor on the CPU (``precision`` defaults to ``variant``) and score it."""
+        cls = RUNTIMES[runtime].predictor_class()
+        predictor = cls(path, self.preprocess, device="cpu", precision=precision or variant, **options)
+        try:
+            return self.score_predictor(predictor, variant)
+        finally:
+            predictor.close()
 
     def score_predictor(self, predictor, variant: str) -> VariantAccuracy:
         """Score any runtime's predictor (``infer`` on the preprocessed images) against the FP32 ONNX reference."""

@@ -369,7 +369,8 @@ def _scorer(cfg: ExportConfig, plan: Plan, x) -> Optional[HeldoutScorer]:
     if plan.heldout is None:
         return None
     n = min(cfg.eval_images, len(plan.heldout))
-    return HeldoutScorer(x[:n], load_masks(plan.heldout.samples[:n]), plan.chunk, plan.pad, _described(plan.heldout))
+    return HeldoutScorer(x[:n], load_masks(plan.heldout.samples[:n]), plan.chunk, plan.pad, _described(plan.heldout),
+                         plan.preprocess)
 
 
 def _score(run: _Shared, path: Path, variant: str) -> None:

@@ -12,7 +12,6 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import BackendUnavailableError
 from .._hashing import artifact_bytes, sha256_file
-from ..runtimes.registry import RUNTIMES
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .steps import StepLog
 from .targets import BuiltArtifact, Target, TargetJob, get_target
@@ -24,14 +23,6 @@ def _entry(job: TargetJob, art: BuiltArtifact) -> dict:
     if art.companions:
         entry["companions"] = [{"path": c, "sha256": sha256_file(job.stage / c)} for c in art.companions]
     return entry
-
-
-def _score(target: Target, job: TargetJob, path: str, precision: str, key: str, scorer: HeldoutScorer, **options) -> VariantAccuracy:
-    predictor = RUNTIMES[target.runtime].predictor_class()(job.stage / path, job.preprocess, device="cpu", precision=precision, **options)
-    try:
-        return scorer.score_predictor(predictor, key)
-    finally:
-        predictor.close()
 
 
 def _acc_line(r: VariantAccuracy) -> str:
@@ -66,4 +57,4 @@ def _check(target: Target, job: TargetJob, path: str, precision: str, key: str, 
         if scorer is not None:
             scorer.unscored[key] = reason
     elif scorer is not None:
-        steps.run(f"accuracy-{key}", lambda: _score(target, job, path, precision, key, scorer, **options), _acc_line, skip_on)
+        steps.run(f"accuracy-{key}", lambda: scorer.score(job.stage / path, key, target.runtime, precision, **options), _acc_line, skip_on)

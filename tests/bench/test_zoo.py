@@ -7,6 +7,7 @@ import json
 import pytest
 
 from lightseg_edge.bench import zoo
+from lightseg_edge.cli import zoo as zoo_cli
 from lightseg_edge.bench.records import BenchReport, BenchResult, LatencyStats
 from lightseg_edge.models import list_models
 from lightseg_edge.models._weights import has_pretrained
@@ -47,7 +48,7 @@ def test_table_has_every_model_and_only_shipped_accuracy(tmp_path, monkeypatch):
 def test_bad_latency_file_exits_2(tmp_path, capsys):
     bad = tmp_path / "x.json"
     bad.write_text("{}")
-    assert zoo.main(["--latency", str(bad)]) == 2
+    assert zoo_cli.main(["--latency", str(bad)]) == 2
     assert "x.json: not a lightseg-bench JSON report" in capsys.readouterr().err
 
 
@@ -63,5 +64,5 @@ def test_readme_block_is_replaced_and_nothing_else(tmp_path):
     assert zoo.replace_block(doc, "| new |\n", zoo.ZOO_BLOCK) == f"intro\n{begin}\n| new |\n{end}\noutro\n"
     readme = tmp_path / "README.md"
     readme.write_text("no markers here\n")
-    assert zoo.main(["--readme", str(readme)]) == 2
+    assert zoo_cli.main(["--readme", str(readme)]) == 2
     assert readme.read_text() == "no markers here\n"
