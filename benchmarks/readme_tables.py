@@ -11,6 +11,8 @@ project's own commands, run on a quiet machine (pause any training first: ``kill
 - ``precision-table``: ``results/export-ucmnet.json``, the manifest written by ``lightseg-export --model ucmnet
   --formats onnx,openvino,tflite,coreml,tensorrt --fp16 --int8 --calib-data DATA --data DATA --output OUT`` (copied
   from ``OUT/manifest.json``);
+- ``int8-methods``: ``results/int8_methods.json`` from ``python benchmarks/int8_methods.py --onnx OUT/model.onnx
+  --data DATA --out benchmarks/results`` (OUT: the precision table's export);
 - ``bench-table``: ``results/bench-ucmnet.json`` from ``lightseg-bench --export-dir OUT --data DATA --threads 2
   --json benchmarks/results/bench-ucmnet.json``;
 - ``cpu-targets``: ``results/ort_vs_eager.json`` from ``python benchmarks/ort_vs_eager.py --out benchmarks/results``.
@@ -61,20 +63,32 @@ def claims_table() -> str:
 
 def precision_table() -> str:
     manifest = _json("export-ucmnet.json")
-    acc = manifest["accuracy"]
+    acc, arts = manifest["accuracy"], manifest["artifacts"]
     lines = [f"{acc['images']} held-out images ({acc['source'].split(' of ')[0]}), each artifact on its own runtime's CPU predictor, "
-             f"agreement = mask Dice vs the fp32 ONNX masks; INT8 calibrated on {manifest['calibration']['images']} "
-             f"`{manifest['calibration']['split']}` images (list sha256 `{manifest['calibration']['list_sha256'][:12]}`), "
-             f"seed {manifest['calibration'].get('seed', '–')}:", "",
-             "| artifact | runtime | mDice | Dice* | Δ mDice vs fp32 ONNX | agreement with fp32 ONNX |", "|---|---|---:|---:|---:|---:|"]
+             f"agreement = mask Dice vs the fp32 ONNX masks (dataset-level; worst = the lowest single image); INT8 calibrated on "
+             f"{manifest['calibration']['images']} `{manifest['calibration']['split']}` images (list sha256 "
+             f"`{manifest['calibration']['list_sha256'][:12]}`), seed {manifest['calibration'].get('seed', '–')}; kept = layers the "
+             f"`--int8-keep`/`--fp16-keep` decision left in the higher precision:", "",
+             "| artifact | runtime | mDice | Dice* | Δ mDice vs fp32 ONNX | agreement with fp32 ONNX | worst image | kept |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for v in acc["variants"].values():
         delta = "–" if v["variant"] == "fp32" else f"{v['delta_mdice']:+.4f}"
         flag = "" if v.get("within_expected", True) else " (beyond its allowance)"
+        keep = arts.get(v["variant"], {}).get("keep")
+        kept = f"{len(keep['kept'])} of {keep['candidates']}" if keep else "–"
+        worst = f"{v['worst_agreement']:.4f}" if "worst_agreement" in v else "–"
         lines.append(f"| {v['variant']} | {v.get('runtime', 'onnxruntime')} | {v['mdice']:.4f} | {v['dice_star']:.4f} | {delta}{flag} | "
-                     f"{v['agreement_dice']:.4f} |")
+                     f"{v['agreement_dice']:.4f} | {worst} | {kept} |")
     for key, reason in (acc.get("not_scored") or {}).items():
-        lines.append(f"| {key} | – | not scored: {reason} | | | |")
+        lines.append(f"| {key} | – | not scored: {reason} | | | | | |")
     return "\n".join(lines) + "\n"
+
+
+def int8_methods_table() -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from int8_methods import markdown
+
+    return markdown(_json("int8_methods.json"))
 
 
 def bench_table() -> str:
@@ -92,7 +106,7 @@ def cpu_targets() -> str:
 
 
 BLOCKS: Dict[str, Callable[[], str]] = {
-    "zoo-table": zoo_table, "claims-table": claims_table, "precision-table": precision_table,
+    "zoo-table": zoo_table, "claims-table": claims_table, "precision-table": precision_table, "int8-methods": int8_methods_table,
     "bench-table": bench_table, "cpu-targets": cpu_targets,
 }
 

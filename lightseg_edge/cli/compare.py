@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("b", metavar="B", help="candidate, the same kinds as A")
     p.add_argument("--data", type=existing_dir, default=default_data_dir(),
                    help="dataset root (layout auto-detected; ground truth when it has masks) or a folder of images "
-                        "(default: $LIGHTSEG_ISIC2018 or the shared ISIC 2018 copy)")
+                        "(default: $LIGHTSEG_ISIC2018, else ./data/isic2018)")
     p.add_argument("--split", choices=SPLITS,
                    help=f"dataset split (default {DEFAULT_SPLIT}; 'all' for every image; not for a plain image folder)")
     p.add_argument("--images", type=positive_int, metavar="N", help="compare on the first N images only")

@@ -16,7 +16,8 @@ from ._common import batch_size, choice_list, img_size, positive_int, run_cli, s
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ..export.config import DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MB, MAX_OPSET, MIN_OPSET, SIMPLIFIERS
+    from ..export.config import CALIB_METHODS, DEFAULT_CALIB_IMAGES, DEFAULT_WORKSPACE_MB, INT8_METHODS, MAX_OPSET, MIN_OPSET, SIMPLIFIERS
+    from ..export.keep import DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT
     from ..export.targets import FORMATS
 
     p = argparse.ArgumentParser(prog="lightseg-export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +36,19 @@ def _parser() -> argparse.ArgumentParser:
         "--calib-data", metavar="DIR", help="INT8 calibration images: a dataset root (its training split is used) or a folder of images"
     )
     p.add_argument("--calib-images", type=positive_int, metavar="N", help=f"number of calibration images (default {DEFAULT_CALIB_IMAGES})")
+    p.add_argument("--calib-method", choices=CALIB_METHODS, help="how INT8 activation ranges are taken from the calibration images "
+                   "(default minmax; ModelOpt has no percentile)")
+    p.add_argument("--int8-method", choices=INT8_METHODS, help="INT8 Q/DQ quantizer: ort (ONNX Runtime quantize_static, default) or "
+                   "modelopt (NVIDIA ModelOpt, pip install 'lightseg-edge[modelopt]')")
+    p.add_argument("--int8-keep", metavar="auto|none|N|NAMES", help="layers the INT8 models keep in higher precision: auto (default: the "
+                   "fewest, costliest first, that bring the model within --max-dice-drop and --min-agreement of FP32), none, the N "
+                   "costliest, or comma-separated layer names")
+    p.add_argument("--fp16-keep", metavar="auto|none|N|NAMES", help="the same for the FP16 ONNX (default none: only the overflow check's "
+                   "choice)")
+    p.add_argument("--max-dice-drop", type=float, metavar="X", help=f"keep 'auto' gate: mDice below FP32 by at most X on held-out "
+                   f"images (default {DEFAULT_MAX_DICE_DROP})")
+    p.add_argument("--min-agreement", type=float, metavar="X", help=f"keep 'auto' gate: mask Dice against the FP32 masks of at least X "
+                   f"(default {DEFAULT_MIN_AGREEMENT})")
     p.add_argument(
         "--img-size", type=img_size, metavar="N", help="square input size, a multiple of the model's stride (default: the model's, 256)"
     )
@@ -69,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data",
         metavar="DIR",
-        help="dataset root whose 'val' split is used for the parity and accuracy checks (default: $LIGHTSEG_ISIC2018 or the "
-        "shared ISIC 2018 copy, else the 8-image sample in tests/assets/isic_sample)",
+        help="dataset root whose 'val' split is used for the parity and accuracy checks (default: $LIGHTSEG_ISIC2018, else "
+        "--calib-data when it is a dataset root with a 'val' split, else ./data/isic2018, else the 8-image sample in "
+        "tests/assets/isic_sample)",
     )
     return p
 
@@ -79,8 +94,15 @@ def _config(args: argparse.Namespace):
     from ..errors import ExportConfigError
     from ..export.config import DEFAULT_CALIB_IMAGES, MIN_OPSET, ExportConfig, parse_dynamic_batch
 
-    if args.calib_images is not None and not args.int8:
-        raise ExportConfigError("--calib-images is only used for INT8; did you mean to add --int8?")
+    for flag, value, needs in (("--calib-images", args.calib_images, args.int8), ("--calib-method", args.calib_method, args.int8),
+                               ("--int8-method", args.int8_method, args.int8), ("--int8-keep", args.int8_keep, args.int8),
+                               ("--fp16-keep", args.fp16_keep, args.fp16)):
+        if value is not None and not needs:
+            wanted = "--fp16" if flag == "--fp16-keep" else "--int8"
+            raise ExportConfigError(f"{flag} is only used for {wanted[2:].upper()}; did you mean to add {wanted}?")
+    optional = {k: v for k, v in (("calib_method", args.calib_method), ("int8_method", args.int8_method), ("int8_keep", args.int8_keep),
+                                  ("fp16_keep", args.fp16_keep), ("max_dice_drop", args.max_dice_drop),
+                                  ("min_agreement", args.min_agreement), ("formats", args.formats)) if v is not None}
     if args.from_onnx is not None:
         for flag, value in (("--opset", args.opset), ("--simplifier", args.simplifier)):
             if value is not None:
@@ -101,7 +123,7 @@ def _config(args: argparse.Namespace):
         workspace_mb=args.workspace,
         output=args.output,
         data=args.data,
-        **({"formats": args.formats} if args.formats else {}),
+        **optional,
     )
 
 

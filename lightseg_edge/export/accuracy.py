@@ -42,6 +42,7 @@ class VariantAccuracy:
     delta_mdice: float  # mdice - fp32 mdice (negative = worse)
     within_expected: bool
     runtime: str = "onnxruntime"
+    worst_agreement: float = 1.0  # the lowest per-image mask Dice against the FP32 ONNX masks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,22 +64,31 @@ class HeldoutScorer:
         self.results: Dict[str, VariantAccuracy] = {}
         self.unscored: Dict[str, str] = {}  # artifact key -> why it could not be run here
 
-    def score(self, path: Path, variant: str, runtime: Runtime = Runtime.ONNXRUNTIME, precision: str = "", **options) -> VariantAccuracy:
-        """Load ``path`` with ``runtime``'s predictor on the CPU (``precision`` defaults to ``variant``) and score it."""
-        cls = RUNTIMES[runtime].predictor_class()
-        predictor = cls(path, self.preprocess, device="cpu", precision=precision or variant, **options)
-        try:
-            return self.score_predictor(predictor, variant)
-        finally:
-            predictor.close()
+    def score(self, path: Path, variant: str, runtime: Runtime = Runtime.ONNXRUNTIME, precision: str = "", device: str = "cpu",
+              **options) -> VariantAccuracy:
+        """Load ``path`` with ``runtime``'s predictor on ``device`` (``precision`` defaults to ``variant``), score it and
+        record the result."""
+        return self._record(self.measure(path, variant, runtime, precision, device, **options))
 
     def score_predictor(self, predictor, variant: str) -> VariantAccuracy:
         """Score any runtime's predictor (``infer`` on the preprocessed images) against the FP32 ONNX reference."""
-        chunk = predictor.static_batch_size or self.chunk
-        logits = run_batches(predictor.infer, self.x, chunk, predictor.static_batch_size is not None)
-        return self._score(logits, variant, predictor.runtime.value)
+        return self._record(self._evaluate(self._logits(predictor), variant, predictor.runtime.value))
 
-    def _score(self, logits: np.ndarray, variant: str, runtime: str) -> VariantAccuracy:
+    def measure(self, path: Path, variant: str, runtime: Runtime = Runtime.ONNXRUNTIME, precision: str = "", device: str = "cpu",
+                **options) -> VariantAccuracy:
+        """``score`` without recording: a trial (``export.keep``). The first FP32 measured becomes the reference."""
+        cls = RUNTIMES[runtime].predictor_class()
+        predictor = cls(path, self.preprocess, device=device, precision=precision or variant, **options)
+        try:
+            return self._evaluate(self._logits(predictor), variant, predictor.runtime.value)
+        finally:
+            predictor.close()
+
+    def _logits(self, predictor) -> np.ndarray:
+        chunk = predictor.static_batch_size or self.chunk
+        return run_batches(predictor.infer, self.x, chunk, predictor.static_batch_size is not None)
+
+    def _evaluate(self, logits: np.ndarray, variant: str, runtime: str) -> VariantAccuracy:
         if not np.isfinite(logits).all():
             log.warning("%s: %d non-finite logits on held-out images", variant, int((~np.isfinite(logits)).sum()))
         masks = masks_at_native_size(logits, self.gts)
@@ -88,19 +98,17 @@ class HeldoutScorer:
         metrics = acc.compute()
         if variant == "fp32" or "masks" not in self.reference:
             self.reference = {"masks": masks, "mdice": metrics["mdice"]}
-        agree = Confusion(0, 0, 0, 0)
-        for m, ref in zip(masks, self.reference["masks"]):  # type: ignore[arg-type]
-            agree = agree + Confusion.of(m, ref)
+        per_image = [Confusion.of(m, ref) for m, ref in zip(masks, self.reference["masks"])]  # type: ignore[arg-type]
+        agree = sum(per_image, Confusion(0, 0, 0, 0))
         delta = metrics["mdice"] - float(self.reference["mdice"])  # type: ignore[arg-type]
-        expected = expected_drop(variant)
-        ok = delta >= -expected
-        res = VariantAccuracy(variant, len(masks), metrics["mdice"], metrics["dice_star"], metrics["miou"], dice(agree), delta, ok,
-                              runtime)
-        if not ok:
-            log.warning(
-                "%s loses %.4f mDice against FP32 on %d held-out images (expected at most %.3f)", variant, -delta, len(masks), expected
-            )
-        self.results[variant] = res
+        return VariantAccuracy(variant, len(masks), metrics["mdice"], metrics["dice_star"], metrics["miou"], dice(agree), delta,
+                               delta >= -expected_drop(variant), runtime, min((dice(c) for c in per_image), default=1.0))
+
+    def _record(self, res: VariantAccuracy) -> VariantAccuracy:
+        if not res.within_expected:
+            log.warning("%s loses %.4f mDice against FP32 on %d held-out images (expected at most %.3f)", res.variant,
+                        -res.delta_mdice, res.images, expected_drop(res.variant))
+        self.results[res.variant] = res
         return res
 
     def to_dict(self) -> dict:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from ..errors import ExportConfigError
 from ..types import MAX_BATCH, MAX_INPUT_SIDE
+from .keep import DEFAULT_MAX_DICE_DROP, DEFAULT_MIN_AGREEMENT, KeepSpec
 from .targets import DEFAULT_FORMATS, FORMATS, get_target
 
 SIMPLIFIERS = ("onnxsim", "onnxslim", "none")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+INT8_METHODS = ("ort", "modelopt")  # ONNX Runtime's quantize_static, NVIDIA ModelOpt's ONNX PTQ
 # 17 is the first opset with LayerNormalization; ONNX Runtime's static quantization does not support opset >= 21 and
 # the TorchScript exporter stops at 20.
 MIN_OPSET, MAX_OPSET = 17, 20
@@ -47,6 +49,13 @@ class ExportConfig:
     calib_data: Optional[str] = None
     calib_images: int = DEFAULT_CALIB_IMAGES
     calib_method: str = "minmax"
+    int8_method: str = "ort"
+    # What keeps a higher precision (export.keep): "auto", "none", a number of layers or comma-separated layer names.
+    int8_keep: str = "auto"
+    fp16_keep: str = "none"
+    max_dice_drop: float = DEFAULT_MAX_DICE_DROP
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    select_images: int = 200  # held-out images the keep trials run on, apart from the eval_images reported
     img_size: Optional[int] = None
     opset: int = 17
     batch: int = 1
@@ -77,6 +86,12 @@ class ExportConfig:
     def engine_precision(self) -> str:
         """The engine carries the lowest requested precision (INT8 before FP16 before FP32)."""
         return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
+
+    @property
+    def keep_specs(self) -> Dict[str, KeepSpec]:
+        """precision -> its parsed keep setting, for the requested reduced precisions."""
+        flags = {"fp16": ("--fp16-keep", self.fp16_keep), "int8": ("--int8-keep", self.int8_keep)}
+        return {p: KeepSpec.parse(flags[p][1], flags[p][0]) for p in self.precisions}
 
     @property
     def dynamic(self) -> bool:
@@ -169,6 +184,9 @@ def validate(cfg: ExportConfig) -> None:
     if cfg.calib_data is not None and not Path(cfg.calib_data).is_dir():
         raise ExportConfigError(f"--calib-data {cfg.calib_data}: folder not found")
     _positive(cfg.calib_images, "--calib-images")
+    if cfg.int8_method not in INT8_METHODS:
+        raise ExportConfigError(f"--int8-method {cfg.int8_method!r} is unknown; expected one of {', '.join(INT8_METHODS)}")
+    _check_keep(cfg)
     for value, name in (
         (cfg.parity_images, "parity_images"),
         (cfg.eval_images, "eval_images"),
@@ -190,6 +208,14 @@ def validate(cfg: ExportConfig) -> None:
         raise ExportConfigError(f"--data {cfg.data}: folder not found")
     if cfg.output is not None and Path(cfg.output).exists() and not Path(cfg.output).is_dir():
         raise ExportConfigError(f"--output {cfg.output}: exists and is not a folder")
+
+
+def _check_keep(cfg: ExportConfig) -> None:
+    cfg.keep_specs  # parses (an error names the flag)
+    for value, flag in ((cfg.max_dice_drop, "--max-dice-drop"), (cfg.min_agreement, "--min-agreement")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ExportConfigError(f"{flag} must be a number from 0 to 1, got {value!r}")
+    _positive(cfg.select_images, "select_images")
 
 
 def _check_formats(cfg: ExportConfig) -> None:

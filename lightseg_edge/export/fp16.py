@@ -385,8 +385,21 @@ def choose_fp32_nodes(model, check_inputs: Optional[np.ndarray]) -> Tuple[List[K
     return kept, len(nodes), graph_peak
 
 
-def convert_fp16(src: Path, dst: Path, check_inputs: Optional[np.ndarray]) -> Fp16Result:
-    """FP32 ONNX ``src`` -> FP16 ONNX ``dst`` (FP32 I/O), keeping overflow-prone nodes in FP32; atomic."""
+KEEPABLE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul") + SENSITIVE_OPS  # what --fp16-keep ranks
+
+
+def keepable_nodes(src: Path) -> List[str]:
+    """The nodes ``--fp16-keep`` may keep in FP32 (weighted layers, normalisations and reductions), by the names the
+    conversion gives them."""
+    onnx = require("onnx", purpose="the FP16 conversion")
+    model = onnx.load(str(src), load_external_data=False)
+    _name_nodes(model)
+    return [n.name for n in model.graph.node if n.op_type in KEEPABLE_OPS]
+
+
+def convert_fp16(src: Path, dst: Path, check_inputs: Optional[np.ndarray], keep: Sequence[str] = ()) -> Fp16Result:
+    """FP32 ONNX ``src`` -> FP16 ONNX ``dst`` (FP32 I/O), keeping overflow-prone nodes, and the nodes ``keep`` names
+    (``--fp16-keep``), in FP32; atomic."""
     onnx = require("onnx", purpose="the FP16 conversion")
     try:
         from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
@@ -400,6 +413,9 @@ def convert_fp16(src: Path, dst: Path, check_inputs: Optional[np.ndarray]) -> Fp
     model = onnx.load(str(src))
     _name_nodes(model)
     kept, checked, peak = choose_fp32_nodes(model, check_inputs)
+    ops = {n.name: n.op_type for n in model.graph.node}
+    chosen = {k.node for k in kept}
+    kept += [KeptNode(name, ops.get(name, "?"), "--fp16-keep") for name in keep if name not in chosen]
     for k in kept:
         log.debug("fp16: keeping %s (%s) in FP32: %s", k.node, k.op, k.reason)
     fp16 = convert_float_to_float16(

@@ -8,6 +8,7 @@ held-out images from the ``val`` split, so the accuracy numbers are never measur
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
@@ -27,14 +28,23 @@ CALIB_SPLIT = "train"
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "tests" / "assets" / "isic_sample"
 
 
-def default_image_root() -> Optional[str]:
-    """``--data`` default: $LIGHTSEG_ISIC2018 or ./data/isic2018, else the committed sample set."""
+def default_image_root(calib_data: Optional[str] = None) -> Optional[str]:
+    """``--data`` default: $LIGHTSEG_ISIC2018, else a ``--calib-data`` dataset root with a ``val`` split (the images the
+    user named), else ./data/isic2018, else the committed sample set."""
     from .._defaults import default_data_dir
 
-    found = default_data_dir()
+    env = os.environ.get("LIGHTSEG_ISIC2018")
+    found = env or (calib_data if calib_data and _has_heldout(calib_data) else None) or default_data_dir()
     if found:
         return found
     return str(SAMPLE_DIR) if SAMPLE_DIR.is_dir() else None
+
+
+def _has_heldout(root: str) -> bool:
+    try:
+        return bool(list_samples(root, split=HELDOUT_SPLIT, layout=detect_layout(root), require_masks=True))
+    except DataError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,17 @@ def heldout_set(root: str, count: int, seed: int = 0) -> ImageSet:
     layout = detect_layout(root)
     samples = list_samples(root, split=HELDOUT_SPLIT, layout=layout, require_masks=True)
     return ImageSet(root, layout, HELDOUT_SPLIT, _choose(samples, count, seed), len(samples), seed)
+
+
+def selection_set(heldout: ImageSet, count: int) -> ImageSet:
+    """Up to ``count`` images of the held-out split that are not in ``heldout`` (the images the export reports on), for
+    the keep trials (``export.keep``); the held-out images themselves when the split has no others."""
+    samples = list_samples(heldout.root, split=heldout.split, layout=heldout.layout, require_masks=True)
+    taken = set(heldout.case_ids)
+    rest = [s for s in samples if s.case_id not in taken]
+    if not rest:
+        return ImageSet(heldout.root, heldout.layout, heldout.split, tuple(heldout.samples[:count]), 0, heldout.seed)
+    return ImageSet(heldout.root, heldout.layout, heldout.split, _choose(rest, count, heldout.seed), len(rest), heldout.seed)
 
 
 def calibration_set(root: str, count: int, seed: int = 0) -> ImageSet:

@@ -9,11 +9,16 @@ quantization documentation):
 - ``QuantizeBias=False``: the default int32 bias DequantizeLinear is rejected by the TensorRT ONNX parser;
 - ``AddQDQPairToWeight=True``: FP32 weights behind a Q->DQ pair, which TensorRT 8.x needs and 10/11 accept;
 - only the inputs of weighted layers (Conv, ConvTranspose, Gemm, MatMul) are quantized, as TensorRT places INT8
-  (and Ultralytics' INT8 ONNX export does); normalisations, resizes and the rest stay FP32;
+  (and Ultralytics' INT8 ONNX export does); normalisations, resizes and the rest stay FP32. Their outputs are not
+  (``OpTypesToExcludeOutputQuantization``; by default ONNX Runtime also puts a Q/DQ pair on every Conv output, so the
+  normalisation after it reads INT8-rounded values: on UCM-Net, 100 ISIC val images, mask agreement with FP32 went
+  from 0.9864 to 0.9908 without them), and a tensor read by a weighted layer and by another op (a residual Add) is
+  FP32 for the other op (``_only_weighted_inputs``; 0.9905, the same within noise, and a layer kept FP32 by
+  ``--int8-keep`` is then exactly FP32);
 - the layer that reads the image itself stays FP32: with 3 input channels it gains nothing from INT8, and a
   non-negative image loses a bit to symmetric quantization. On UCM-Net (trained, 100 ISIC val images, 200
-  calibration images) this cut the INT8 mDice loss from 0.022 to 0.004; Entropy and Percentile calibration did not
-  help (0.022 / 0.023).
+  calibration images) this cut the INT8 mDice loss from 0.022 to 0.004. The calibration methods and the ModelOpt
+  route are compared on Dice by ``benchmarks/int8_methods.py``.
 ``check_qdq_for_tensorrt`` re-reads the result and fails the export if any of these rules is broken.
 
 ``CalibMaxIntermediateOutputs`` is deliberately not used: in onnxruntime 1.32 ``collect_data`` clears the buffered
@@ -23,11 +28,13 @@ scalars per tensor and image anyway.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -43,8 +50,15 @@ from .onnx_export import check_onnx
 log = logging.getLogger("lightseg_edge.export")
 
 QUANTIZED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-EXTRA_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False, "AddQDQPairToWeight": True}
+EXTRA_OPTIONS = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "QuantizeBias": False,
+    "AddQDQPairToWeight": True,
+    "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+}
 # The output-channel axis of the weight; Gemm/MatMul depend on transB / layout, so they are not checked.
+ENTROPY_BINS = 2048  # TensorRT's entropy calibrator histogram
 _WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 
 
@@ -93,6 +107,29 @@ def _reader(images: ImageSet, cfg: PreprocessConfig, input_name: str, batch: int
             return {input_name: x}
 
     return _ImageReader()
+
+
+def _entropy_ranges(model: Path, reader, work: Path) -> Path:
+    """Entropy (KL) calibration ranges with TensorRT's histogram (``ENTROPY_BINS`` bins searched for the best
+    128-level threshold), as a calibration cache for ``quantize_static``.
+
+    ``quantize_static`` builds its entropy calibrator with 128 bins and 128 quantized bins, so the search has a single
+    candidate, the full range: every scale equals MinMax's (checked on UCM-Net: all 104), at 9x the time and memory.
+    The histogram keeps every tensor's values in memory (8.7 GB for UCM-Net on 400 images at 256x256)."""
+    quant = require("onnxruntime.quantization", extra="export", purpose="INT8 quantization")
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    calibrator = quant.create_calibrator(
+        model, list(QUANTIZED_OPS), augmented_model_path=str(work / "augmented.onnx"), calibrate_method=quant.CalibrationMethod.Entropy,
+        extra_options={"symmetric": True, "num_bins": ENTROPY_BINS, "num_quantized_bins": 128},
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the calibrator prints its settings and stages
+        calibrator.collect_data(reader)
+        ranges = calibrator.compute_data()
+    cache = work / "entropy-ranges.json"
+    save_tensors_data(ranges, cache)
+    reader.rewind()
+    return cache
 
 
 def _pre_process(src: Path, dst: Path) -> str:
@@ -165,10 +202,110 @@ def check_qdq_for_tensorrt(model) -> Tuple[List[str], int, int]:
     return problems, nq, per_channel
 
 
+def quantized_layers(path: Path) -> List[str]:
+    """Names of the weighted layers of a Q/DQ ONNX that read a DequantizeLinear output (the ones ``--int8-keep`` can
+    keep FP32), in graph order."""
+    onnx = require("onnx", purpose="INT8 quantization")
+    model = onnx.load(str(path), load_external_data=False)
+    dq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and any(t in dq for t in n.input)]
+
+
+def keep_float(src: Path, dst: Path, names: Sequence[str]) -> Path:
+    """The Q/DQ graph ``src`` with the layers ``names`` reading FP32 again (atomic ``dst``, may be ``src``).
+
+    Each input of a kept layer that comes through Q->DQ is rewired to the tensor before the QuantizeLinear; a weight
+    stored as INT8 behind a DequantizeLinear alone becomes an FP32 initializer of the dequantized values. The Q/DQ
+    nodes nobody reads any more are removed. The other layers keep their scales, so the ranges stay those of the
+    calibration."""
+    onnx = require("onnx", purpose="INT8 quantization")
+    model = onnx.load(str(src))
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    wanted = set(names)
+    for node in graph.node:
+        if node.name in wanted:
+            for i, t in enumerate(node.input):
+                node.input[i] = _float_source(graph, producer, t)
+    _drop_dead_qdq(graph)
+    with replaced(Path(dst)) as tmp:
+        onnx.save(model, str(tmp))
+        check_onnx(tmp)
+    return Path(dst)
+
+
+def recount(result: Int8Result, path: Path) -> Int8Result:
+    """``result`` with the Q/DQ counts of ``path`` (after ``keep_float``), re-checked against TensorRT's rules."""
+    onnx = require("onnx", purpose="INT8 quantization")
+    problems, nq, per_channel = check_qdq_for_tensorrt(onnx.load(str(path)))
+    if problems:
+        raise ExportError("int8", "the Q/DQ graph is not TensorRT-parseable: " + "; ".join(problems[:5]))
+    return replace(result, path=Path(path), quantize_linear=nq, per_channel_weights=per_channel)
+
+
+def _only_weighted_inputs(graph) -> None:
+    """ONNX Runtime gives a quantized tensor one Q/DQ pair that every consumer reads, so an Add or a normalisation
+    beside a Conv on the same tensor reads INT8-rounded values. Those consumers read the FP32 tensor again: only the
+    inputs of ``QUANTIZED_OPS`` go through Q/DQ, and a layer kept FP32 (``keep_float``) is exactly the FP32 model's."""
+    producer = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type not in QUANTIZED_OPS + ("QuantizeLinear", "DequantizeLinear"):
+            for i, t in enumerate(node.input):
+                node.input[i] = _float_source(graph, producer, t)
+    _drop_dead_qdq(graph)
+
+
+def _float_source(graph, producer: Dict, tensor: str) -> str:
+    """The FP32 tensor behind ``tensor`` when it is a DequantizeLinear output, else ``tensor``."""
+    from onnx import numpy_helper
+
+    dq = producer.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return tensor
+    q = producer.get(dq.input[0])
+    if q is not None and q.op_type == "QuantizeLinear":
+        return q.input[0]
+    inits = {i.name: i for i in graph.initializer}
+    if dq.input[0] not in inits:
+        return tensor
+    values = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float32)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float32) if len(dq.input) > 2 and dq.input[2] else 0.0
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    shape = [1] * values.ndim
+    if np.ndim(scale) == 1 and values.ndim:
+        shape[axis] = -1
+    name = f"{dq.input[0]}_fp32"
+    if name not in inits:
+        graph.initializer.append(numpy_helper.from_array((values - np.reshape(zero, shape)) * np.reshape(scale, shape), name))
+    return name
+
+
+def _drop_dead_qdq(graph) -> None:
+    """Remove Q/DQ nodes whose outputs nobody reads, then the initializers nobody reads."""
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {t for n in graph.node for t in n.input} | outputs
+        dead = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    read = {t for n in graph.node for t in n.input} | outputs
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
+
+
 def quantize_int8(
-    src: Path, dst: Path, images: ImageSet, cfg: PreprocessConfig, batch: int = 1, method: str = "minmax", progress: bool = True
+    src: Path, dst: Path, images: ImageSet, cfg: PreprocessConfig, batch: int = 1, method: str = "minmax", progress: bool = True,
+    quantizer: str = "ort",
 ) -> Int8Result:
-    """FP32 ONNX ``src`` -> Q/DQ INT8 ONNX ``dst`` calibrated on ``images`` (atomic)."""
+    """FP32 ONNX ``src`` -> Q/DQ INT8 ONNX ``dst`` calibrated on ``images`` (atomic), with ONNX Runtime's static
+    quantization or (``quantizer="modelopt"``) NVIDIA ModelOpt's (``int8_modelopt``)."""
+    if quantizer == "modelopt":
+        from .int8_modelopt import quantize_int8_modelopt
+
+        return quantize_int8_modelopt(src, dst, images, cfg, batch, method, progress)
     onnx = require("onnx", purpose="INT8 quantization")
     quant = require("onnxruntime.quantization", extra="export", purpose="INT8 quantization")
     from .onnx_export import graph_io
@@ -187,10 +324,11 @@ def quantize_int8(
         pre = Path(work) / "pre.onnx"
         pre_label = _pre_process(src, pre)
         excluded = image_layers(onnx.load(str(pre), load_external_data=False))
+        cache = _entropy_ranges(pre, reader, Path(work)) if method == "entropy" else None
         quant.quantize_static(
             str(pre),
             str(tmp),
-            reader,
+            None if cache else reader,
             quant_format=quant.QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=True,
@@ -200,9 +338,11 @@ def quantize_int8(
             calibrate_method=methods[method],
             nodes_to_exclude=excluded,
             extra_options=dict(EXTRA_OPTIONS),
+            calibration_cache_path=cache,
         )
         model = onnx.load(str(tmp))
         _strip_unused_domains(model)
+        _only_weighted_inputs(model.graph)
         problems, nq, per_channel = check_qdq_for_tensorrt(model)
         if problems:
             raise ExportError("int8", "the Q/DQ graph is not TensorRT-parseable: " + "; ".join(problems[:5]))

@@ -8,8 +8,12 @@ staging folder and hands the facts the rest needs to one shared sequence::
                             -> deploy-check -> parity (ORT CPU vs PyTorch on real held-out images)
     from an ONNX file:      [plan: load-onnx -> tensorrt-preflight] -> the variants that the manifest beside it
                             lists and that are intact are reused (a skipped step each), the others made below
-    then, for both:         accuracy-fp32 -> [fp16 -> accuracy-fp16] -> [int8 -> accuracy-int8] -> [targets]
-                            -> tensorrt-preflight -> tensorrt -> manifest
+    then, for both:         accuracy-fp32 -> [fp16-keep -> fp16 -> accuracy-fp16] -> [int8 -> int8-keep -> accuracy-int8]
+                            -> [targets] -> tensorrt-preflight -> tensorrt -> [accuracy-tensorrt-<precision>] -> manifest
+
+The keep steps (``export.keep``) decide which layers stay in the higher precision (``--int8-keep``/``--fp16-keep``),
+trying variants on held-out images apart from the reported ones. Every artifact is scored through its runtime's
+predictor; the engine on the GPU it was built on (that path is written to TensorRT's API and has not been run here).
 
 ``--from-onnx`` is what runs on the target device to build the engine from an exported folder; into that folder
 itself it keeps the earlier artifacts it did not replace. Its FP32 pre-flight runs in the plan, before anything is
@@ -25,22 +29,25 @@ Atomicity: the output folder is replaced as a whole, in one step, or not at all 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import platform
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .._version import __version__
 from ..errors import ExportConfigError
 from ..manifest import FORMAT, WEIGHTS_NAME, sha256_file
-from ..types import InputSpec, PreprocessConfig
+from ..types import InputSpec, PreprocessConfig, Runtime
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .config import ExportConfig, check_fields, check_img_size, default_output, validate
-from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks
+from .keep import KeepDecision, KeepGate, KeepMode, KeepSpec, decide
+from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks, selection_set
 from .metadata import deploy_metadata, embed_metadata
 from .model_steps import build_model, copy_weights, deploy_check, weights_licence
 from .onnx_source import check_input, check_makeable, engine_batch, intact, matching_manifest, preprocess_for, reusable
@@ -92,6 +99,7 @@ class Plan:
     reuse: Dict[str, dict] = field(default_factory=dict)  # --from-onnx: precision -> intact entry of ``old``
     in_place: bool = False  # --from-onnx into its own folder, as its model.onnx: the files are already there
     preflight: Optional[dict] = None  # --from-onnx: the source's TensorRT pre-flight
+    selection: Optional[ImageSet] = None  # held-out images apart from the reported ones, for the keep trials
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,7 @@ def _plan_from_model(cfg: ExportConfig) -> Plan:
     return Plan(
         out=out, spec=input_spec(cfg.batch, (h, w), cfg.dynamic), preprocess=pre, opset=cfg.opset, dynamic_batch=cfg.dynamic_batch,
         make=cfg.precisions, heldout=heldout, calib=calib, chunk=chunk, pad=pad, calib_overlap=overlap, stride=mcfg.stride,
+        selection=_selection(cfg, cfg.precisions, heldout),
     )
 
 
@@ -211,11 +220,12 @@ def _plan_from_onnx(cfg: ExportConfig, steps: StepLog) -> Plan:
         out=out, spec=InputSpec(name=input_name, shape=(dims[0], 3, int(dims[2]), int(dims[3])), output_name=output_name),
         preprocess=pre, opset=opset, dynamic_batch=dyn, make=make, heldout=heldout, calib=calib, chunk=chunk, pad=pad, source=src,
         old=old, reuse=reuse, in_place=out.resolve() == src.parent.resolve() and src.name == FILE_NAMES["fp32"], preflight=preflight,
+        selection=_selection(cfg, make, heldout),
     )
 
 
 def _data_root(cfg: ExportConfig) -> str:
-    root = cfg.data or default_image_root()
+    root = cfg.data or default_image_root(cfg.calib_data)
     if root is None:
         raise ExportConfigError(
             "no images for the parity and accuracy checks: pass --data DIR (a dataset root with a 'val' split) or set LIGHTSEG_ISIC2018"
@@ -227,11 +237,19 @@ def _onnx_images(cfg: ExportConfig, make: Tuple[str, ...]) -> Tuple[Optional[Ima
     """(held-out, calibration) images for --from-onnx. Only a run that makes a variant scores (the earlier export's
     accuracy record stands otherwise), and it does without data rather than fail: on the target, building the
     engine is the point."""
-    root = (cfg.data or default_image_root()) if make else None
+    root = (cfg.data or default_image_root(cfg.calib_data)) if make else None
     heldout = heldout_set(root, max(cfg.eval_images, cfg.fp16_check_images), cfg.seed) if root else None
     calib = calibration_set(cfg.calib_data, cfg.calib_images, cfg.seed) if "int8" in make else None
     _say_data(heldout, calib)
     return heldout, calib
+
+
+def _selection(cfg: ExportConfig, make: Tuple[str, ...], heldout: Optional[ImageSet]) -> Optional[ImageSet]:
+    """The keep trials' images, when a precision to make asks for trials (``--int8-keep auto`` is the default)."""
+    specs = cfg.keep_specs
+    if heldout is None or not any(specs[p].needs_trials for p in make):
+        return None
+    return selection_set(heldout, cfg.select_images)
 
 
 def _say_data(heldout: Optional[ImageSet], calib: Optional[ImageSet]) -> None:
@@ -343,6 +361,7 @@ class _Shared:
     stage: Path  # the staging folder
     steps: StepLog
     scorer: Optional[HeldoutScorer]  # None: nothing is scored
+    selector: Optional[HeldoutScorer] = None  # the keep trials' scorer (plan.selection), its reference the FP32 ONNX
 
 
 def _run(cfg: ExportConfig, plan: Plan, steps: StepLog) -> ExportResult:
@@ -350,7 +369,7 @@ def _run(cfg: ExportConfig, plan: Plan, steps: StepLog) -> ExportResult:
     front = _from_onnx if plan.source is not None else _from_model
     with Staging(plan.out) as stage:
         src = front(cfg, plan, stage.dir, steps)
-        run = _Shared(cfg, plan, src, stage.dir, steps, _scorer(cfg, plan, src.x))
+        run = _Shared(cfg, plan, src, stage.dir, steps, _scorer(cfg, plan, src.x), _selector(plan, src.fp32))
         made = _fp32(run)
         if "fp16" in plan.make:
             _fp16(run, made)
@@ -373,6 +392,50 @@ def _scorer(cfg: ExportConfig, plan: Plan, x) -> Optional[HeldoutScorer]:
                          plan.preprocess)
 
 
+def _selector(plan: Plan, fp32: Path) -> Optional[HeldoutScorer]:
+    sel = plan.selection
+    if sel is None:
+        return None
+    scorer = HeldoutScorer(load_inputs(sel.samples, plan.preprocess), load_masks(sel.samples), plan.chunk, plan.pad, _described(sel),
+                           plan.preprocess)
+    scorer.measure(fp32, "fp32")  # the reference of every trial
+    return scorer
+
+
+def _keep(run: _Shared, precision: str, candidates: List[str], build: Callable[[Tuple[str, ...], Path], Path]) -> KeepDecision:
+    """The ``--<precision>-keep`` decision for an ONNX variant, as a step; ``build(kept, path)`` writes a trial variant."""
+    if not run.cfg.keep_specs[precision].needs_trials:
+        return _decide_keep(run, precision, candidates, build)
+    if run.selector is None:
+        run.steps.skip(f"{precision}-keep", "no held-out images to try variants on (pass --data DIR); nothing kept")
+        return _decide_keep(run, precision, candidates, build)
+    return run.steps.run(f"{precision}-keep", lambda: _decide_keep(run, precision, candidates, build), lambda d: d.summary())
+
+
+def _decide_keep(run: _Shared, precision: str, candidates: List[str], build: Callable[[Tuple[str, ...], Path], Path],
+                 runtime: Runtime = Runtime.ONNXRUNTIME, variant: str = "") -> KeepDecision:
+    """``export.keep.decide`` for ``precision``'s keep setting, each trial scored on the selection images with ``runtime``;
+    without selection images (no --data) trials are impossible and nothing is kept."""
+    spec, flag, sel = run.cfg.keep_specs[precision], f"--{precision}-keep", run.plan.selection
+    gate = KeepGate(run.cfg.max_dice_drop, run.cfg.min_agreement)
+
+    def measure(kept: Tuple[str, ...]) -> VariantAccuracy:
+        with tempfile.TemporaryDirectory(prefix="lightseg-keep-") as work:
+            trial = build(kept, Path(work) / f"trial.{variant or precision}")
+            return run.selector.measure(trial, variant or precision, runtime, precision)
+
+    if spec.needs_trials and run.selector is None:
+        spec = KeepSpec()
+    images, where = (len(sel), _selection_note(run.plan)) if spec.needs_trials else (0, "")
+    return decide(spec, candidates, measure, gate, flag, images, where)
+
+
+def _selection_note(plan: Plan) -> str:
+    sel, held = plan.selection, plan.heldout
+    apart = not set(sel.case_ids) & set(held.case_ids)
+    return f"{len(sel)} {_described(sel)} images, " + ("apart from the reported ones" if apart else "the reported ones (no others)")
+
+
 def _score(run: _Shared, path: Path, variant: str) -> None:
     if run.scorer is not None:
         run.steps.run(f"accuracy-{variant}", lambda: run.scorer.score(path, variant), _acc_line)
@@ -388,32 +451,36 @@ def _fp32(run: _Shared) -> _Made:
 
 
 def _fp16(run: _Shared, made: _Made) -> None:
-    from .fp16 import convert_fp16
+    from .fp16 import convert_fp16, keepable_nodes
 
-    x, path = run.src.x, run.stage / FILE_NAMES["fp16"]
+    x, path, fp32 = run.src.x, run.stage / FILE_NAMES["fp16"], made.paths["fp32"]
     x_check = x[: run.cfg.fp16_check_images] if x is not None else None
-    r = run.steps.run("fp16", lambda: convert_fp16(made.paths["fp32"], path, x_check), lambda r: r.summary())
+    decision = _keep(run, "fp16", keepable_nodes(fp32), lambda kept, dst: convert_fp16(fp32, dst, x_check, kept).path)
+    r = run.steps.run("fp16", lambda: convert_fp16(fp32, path, x_check, decision.kept), lambda r: r.summary())
     made.paths["fp16"] = path
     _score(run, path, "fp16")
     made.artifacts["fp16"] = _artifact(
-        run.stage, path.name, "fp16", run.src.metadata.get("fp16"), keep_io_types=True, overflow_check=r.to_dict()
+        run.stage, path.name, "fp16", run.src.metadata.get("fp16"), keep_io_types=True, overflow_check=r.to_dict(), keep=decision.to_dict()
     )
     made.names.append(path.name)
 
 
 def _int8(run: _Shared, made: _Made) -> None:
-    from .int8 import quantize_int8
+    from .int8 import keep_float, quantize_int8, quantized_layers, recount
 
     cfg, plan, calib, path = run.cfg, run.plan, run.plan.calib, run.stage / FILE_NAMES["int8"]
     batch = plan.spec.shape[0] or 1  # a dynamic graph is calibrated at batch 1
     q = run.steps.run(
         "int8",
-        lambda: quantize_int8(made.paths["fp32"], path, calib, plan.preprocess, batch, cfg.calib_method, cfg.progress),
+        lambda: quantize_int8(made.paths["fp32"], path, calib, plan.preprocess, batch, cfg.calib_method, cfg.progress, cfg.int8_method),
         lambda r: r.summary(),
     )
+    decision = _keep(run, "int8", quantized_layers(path), lambda kept, dst: keep_float(path, dst, kept))
+    if decision.kept:
+        q = recount(q, keep_float(path, path, decision.kept))
     made.paths["int8"] = path
     _score(run, path, "int8")
-    quant = {"quantize_linear": q.quantize_linear, "per_channel_weights": q.per_channel_weights}
+    quant = {"quantize_linear": q.quantize_linear, "per_channel_weights": q.per_channel_weights, "keep": decision.to_dict()}
     made.artifacts["int8"] = _artifact(run.stage, path.name, "int8", run.src.metadata.get("int8"), **quant)
     made.calibration = dict(q.calibration, list_file=CALIB_LIST)
     if plan.calib_overlap is not None:
@@ -427,7 +494,8 @@ def _int8(run: _Shared, made: _Made) -> None:
 def _targets(run: _Shared, made: _Made) -> None:
     cfg, plan = run.cfg, run.plan
     job = TargetJob(onnx_fp32=made.paths["fp32"], stage=run.stage, precisions=("fp32",) + cfg.precisions, preprocess=plan.preprocess,
-                    input_spec=plan.spec, model_name=cfg.model, model=run.src.torch_model, calibration=plan.calib, progress=cfg.progress)
+                    input_spec=plan.spec, model_name=cfg.model, model=run.src.torch_model, calibration=plan.calib, progress=cfg.progress,
+                    keep=functools.partial(_decide_keep, run))
     artifacts, files = run_targets(cfg.targets, job, run.steps, run.scorer)
     made.artifacts.update(artifacts)
     made.names += files
@@ -445,6 +513,9 @@ def _engine(run: _Shared, made: _Made) -> Tuple[Optional[dict], _Engine]:
         info = {k: v for k, v in engine.info.to_dict().items() if k not in ("path", "precision")}
         made.artifacts["engine"] = _artifact(run.stage, engine.name, precision, **info)
         made.names.append(engine.name)
+        if run.scorer is not None:  # the engine on the GPU it was built on; written to TensorRT's API, not run here (no GPU)
+            run.steps.run(f"accuracy-tensorrt-{precision}", lambda: run.scorer.score(
+                run.stage / engine.name, f"tensorrt-{precision}", Runtime.TENSORRT, precision, device="cuda"), _acc_line)
     return preflight, engine
 
 

@@ -135,3 +135,20 @@ def test_default_output_folder_name():
         default_output(ExportConfig(model="ucmnet", fp16=True, int8=True, calib_data="x"), "ucmnet", 256).as_posix()
         == "exports/ucmnet-256-fp16-int8"
     )
+
+
+def test_held_out_images_default_to_the_calibration_dataset(sample_dir, tmp_path, monkeypatch):
+    """--calib-data naming a dataset root with a val split is where the accuracy checks look when --data is not given;
+    a plain folder of images has no held-out split and is passed over."""
+    from lightseg_edge.export.images import SAMPLE_DIR, default_image_root
+
+    monkeypatch.delenv("LIGHTSEG_ISIC2018", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./data/isic2018 here
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in sorted((sample_dir / "images").iterdir())[:2]:
+        (flat / p.name).write_bytes(p.read_bytes())
+    assert default_image_root(str(sample_dir)) == str(sample_dir)
+    assert default_image_root(str(flat)) == str(SAMPLE_DIR) == default_image_root()
+    monkeypatch.setenv("LIGHTSEG_ISIC2018", str(flat))
+    assert default_image_root(str(sample_dir)) == str(flat)

@@ -25,10 +25,10 @@ from lightseg_edge.types import PreprocessConfig, Runtime  # noqa: E402
 MODEL = "ucmnet"
 SIZE = 256  # the shipped weights' training size (at 128 the int8 file loses far more: 0.85 mean Dice)
 FP32_MIN_DICE = 0.999
-# The brief's goal for INT8 is 0.99. The shipped recipe (convolutions int8, the rest float32) reaches it on the eight
-# sample images (0.993 mean). On real data it does not quite: 0.984 on 50 ISIC 2018 val images, 0.987 on 40 test
-# images (dataset-level), the level of ONNX Runtime Q/DQ and OpenVINO int8 (0.985 val); full-integer int8 (every op,
-# the norms' MEAN/RSQRT included) is 0.973. The floor catches a broken quantiser (random masks score ~0.5).
+# The goal for INT8 is 0.99. The recipe built here without a keep decision (convolutions int8 except the stem, the rest
+# float32) reaches it on the eight sample images. On real data it needs the export's --int8-keep auto, which keeps a
+# few more convolutions float (see docs/deploy-targets.md for the measured figures). The floor catches a broken
+# quantiser (random masks score ~0.5).
 INT8_GOAL_DICE = 0.99
 INT8_MIN_DICE = 0.90
 
@@ -164,13 +164,48 @@ def test_int8_file_has_int8_convolutions_and_float_elsewhere(built):
     tensors = it.get_tensor_details()
     ops = it._get_ops_details()
     convs = [op for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
-    assert len(convs) > 10 and all(np.dtype(tensors[op["inputs"][0]]["dtype"]) == np.int8 for op in convs)
+    kinds = [np.dtype(tensors[op["inputs"][0]]["dtype"]) for op in convs]
+    # the stem reads the image (3 channels) and stays float, as in the ONNX INT8; every other convolution is int8
+    assert len(convs) > 10 and kinds[0] == np.float32 and all(k == np.int8 for k in kinds[1:])
     norms = [op for op in ops if op["op_name"] in ("MEAN", "RSQRT")]
     assert norms and all(np.dtype(tensors[op["outputs"][0]]["dtype"]) == np.float32 for op in norms)
     assert {"QUANTIZE", "DEQUANTIZE"} <= {op["op_name"] for op in ops}
     conv_weights = [t for t in tensors if np.dtype(t["dtype"]) == np.int8
                     and len(t["quantization_parameters"]["scales"]) > 1]
     assert conv_weights, "no per-channel int8 weights"
+
+
+def test_int8_keeps_the_image_op_and_the_chosen_ops_float(built, sample_dir):
+    """``job.keep`` (the export's --int8-keep decision) picks ops by their output tensor names; those stay float."""
+    from lightseg_edge.export.keep import KeepDecision, KeepGate
+    from lightseg_edge.export.targets import litert
+
+    fp32 = (built["folder"] / "model.fp32.tflite").read_bytes()
+    candidates, image_ops = litert.quantizable_ops(fp32)
+    assert len(image_ops) == 1 and "stem" in image_ops[0] and image_ops[0] not in candidates and len(candidates) > 10
+    seen = {}
+
+    def keep(precision, names, trial, runtime, variant):
+        seen.update(precision=precision, names=list(names), runtime=runtime, variant=variant)
+        return KeepDecision(spec="2", gate=KeepGate(), candidates=len(names), kept=tuple(names[-2:]), met=None)
+
+    from lightseg_edge.export.images import calibration_set
+    from lightseg_edge.types import InputSpec
+
+    job = TargetJob(onnx_fp32=built["folder"] / "model.onnx", stage=built["folder"], precisions=("int8",),
+                    preprocess=PreprocessConfig.from_dict(built["preprocess"]), input_spec=InputSpec.from_dict(built["spec"]),
+                    calibration=calibration_set(str(sample_dir), 4), keep=keep)
+    int8, extra = litert._int8(job, fp32)
+    assert seen == {"precision": "int8", "names": candidates, "runtime": Runtime.LITERT, "variant": "tflite-int8"}
+    assert extra["float_image_ops"] == image_ops and extra["keep"]["kept"] == candidates[-2:]
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=int8)
+    names = {t["index"]: (t["name"], np.dtype(t["dtype"])) for t in it.get_tensor_details()}
+    conv_inputs = {names[o["outputs"][0]][0]: names[o["inputs"][0]][1] for o in it._get_ops_details()
+                   if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")}
+    float_ops = {n for n, dtype in conv_inputs.items() if dtype == np.float32}
+    assert float_ops == set(image_ops + candidates[-2:])
 
 
 def test_fp32_masks_match_onnxruntime(built, images, ort_masks):

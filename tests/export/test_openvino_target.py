@@ -161,3 +161,4 @@ def test_the_build_sends_no_telemetry(onnx_export, sample_dir, tmp_path):
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "['openvino-fp32', 'openvino-int8']" in res.stdout and "consent False" in res.stdout
+

@@ -162,3 +162,47 @@ def test_qdq_rules_flag_what_tensorrt_rejects():
     assert "int32 (bias) DequantizeLinear" in text
     assert "per-channel weight axis 1 for Conv" in text
     assert n_q == 2 and per_channel == 1
+
+
+def _conv_chain(size: int = 32):
+    """image -> Conv(3->8) -> Exp -> Conv(8->8) -> Relu -> Conv(8->1): two layers past the image-reading one, the
+    first reading a long-tailed (log-normal) activation, as after an unnormalised residual sum."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], name="stem", pads=[1, 1, 1, 1]),
+        helper.make_node("Exp", ["c0"], ["r0"], name="exp0"),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], name="mid", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["logits"], name="head"),
+    ]
+    inits = [_const("w0", rng.normal(size=(8, 3, 3, 3)) / 3), _const("b0", np.zeros(8)), _const("w1", rng.normal(size=(8, 8, 3, 3)) / 8),
+             _const("b1", np.zeros(8)), _const("w2", rng.normal(size=(1, 8, 1, 1))), _const("b2", [0.0])]
+    g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 1, size, size])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _activation_scales(path):
+    m = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    return {n.input[0]: float(inits[n.input[1]]) for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+
+
+def test_entropy_calibration_is_not_minmax_in_disguise(tmp_path, sample_dir):
+    """quantize_static's own entropy calibrator (128 bins for 128 levels) can only pick the full range, i.e. MinMax's
+    scales; with TensorRT's 2048-bin histogram the KL search clips the long tails."""
+    from lightseg_edge.export.images import calibration_set
+    from lightseg_edge.export.int8 import quantize_int8
+    from lightseg_edge.types import PreprocessConfig
+
+    src = tmp_path / "chain.onnx"
+    onnx.save(_conv_chain(), str(src))
+    pre = PreprocessConfig(size=(32, 32))
+    images = calibration_set(str(sample_dir), 4)
+    scales = {}
+    for method in ("minmax", "entropy"):
+        res = quantize_int8(src, tmp_path / f"{method}.onnx", images, pre, method=method, progress=False)
+        assert res.calibration["method"] == method
+        scales[method] = _activation_scales(res.path)
+    assert set(scales["minmax"]) == set(scales["entropy"]) == {"r0", "r1"}  # the image-reading stem stays FP32
+    assert all(scales["entropy"][t] < scales["minmax"][t] for t in scales["minmax"])

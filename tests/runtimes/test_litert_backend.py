@@ -193,3 +193,20 @@ def test_runs_without_torch(built, sample_dir, tmp_path):
         assert mask.ndim == 2 and 0 < mask.mean() < 1, mask.mean()
     """ % (SIZE, SIZE, built["preprocess"]["mode"]), tmp_path,
          (built["folder"] / "model.fp32.tflite", min((sample_dir / "images").iterdir())))
+
+
+def test_compare_puts_a_tflite_file_beside_its_onnx(built, sample_dir, tmp_path, capsys):
+    """lightseg-compare across artifact kinds: the bare .tflite (no manifest: --model gives its preprocessing) against
+    the ONNX it was converted beside, on the sample's real images, with a gate."""
+    import json
+
+    from lightseg_edge.cli.compare import main
+
+    out = tmp_path / "cmp.json"
+    argv = [str(built["folder"] / "model.onnx"), str(built["folder"] / "model.fp32.tflite"), "--model", "ucmnet", "--data",
+            str(sample_dir), "--split", "all", "--min-agreement", "0.999", "--json", str(out), "--no-progress"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())
+    assert [s["runtime"] for s in (report["a"], report["b"])] == ["onnxruntime", "litert"]
+    assert report["compared"] == "logits" and report["data"]["images"] == 8
+    assert report["summary"]["agreement_dice"] >= 0.999 and report["passed"]

@@ -31,6 +31,9 @@ class TargetJob:
     model: Any = None  # the PyTorch deploy-form module; None when exporting from an ONNX file
     calibration: Optional[Any] = None  # an export.images.ImageSet of calibration images (INT8 only)
     progress: bool = False
+    # keep(precision, candidates, build, runtime, variant) -> export.keep.KeepDecision: the --<precision>-keep choice,
+    # build(kept, path) writing a trial variant that ``runtime`` scores on the selection images. None: nothing kept.
+    keep: Optional[Callable[..., Any]] = None
 
 
 @dataclass(frozen=True)

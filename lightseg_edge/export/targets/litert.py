@@ -10,7 +10,10 @@ INT8: post-training static quantisation with ai-edge-quantizer (what litert-torc
 only: CONV_2D and DEPTHWISE_CONV_2D get int8 weights (symmetric, per-channel) and int8 activations (asymmetric,
 per-tensor, global min/max over ``job.calibration``); every other op (the decomposed GroupNorm/InstanceNorm/LayerNorm
 MEAN/SUB/SQUARED_DIFFERENCE/RSQRT/MUL/ADD, GELU, resize, ...) stays float32, with QUANTIZE/DEQUANTIZE around each
-convolution; graph input and output stay float32. This is the same split as ONNX Runtime's Q/DQ int8 of the ONNX.
+convolution; graph input and output stay float32. This is the same split as ONNX Runtime's Q/DQ int8 of the ONNX,
+and as there the convolution that reads the image stays float32. The export's ``--int8-keep`` decision
+(``export.keep``, through ``TargetJob.keep``) keeps the costliest further convolutions float32: calibration runs once,
+each trial re-quantises with the same ranges and is scored through the LiteRT predictor.
 
 Why not full-integer (AEQ ``static_wi8_ai8`` on every op): measured on 50 ISIC 2018 val images vs ONNX Runtime fp32
 masks (mask Dice dataset/mean/min), 1-thread XNNPACK latency vs 5.7-6.1 ms fp32: full-integer 0.973/0.974/0.81 at
@@ -20,7 +23,8 @@ fail at run time (int16 RSQRT of a zero-quantised variance) or run 9x slower tha
 norms kept float, rest int8: 0.984/0.984/0.89 at 7.3 ms; convolutions only: 0.984/0.984/0.80 at 6.0 ms. ONNX
 Runtime Q/DQ and OpenVINO/NNCF int8 reach 0.985/0.985 on the same images; only weight-only int8 (float compute)
 reaches 0.997. AEQ's default calibration is a moving average of per-image min/max (0.951 for full-integer); the
-global min/max used here is better.
+global min/max used here is better. (These figures predate the float stem and ``--int8-keep``; the README's precision
+table has the current ones.)
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ import re
 import sys
 import tempfile
 import warnings
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..._atomic import write_bytes_atomic
 from ..._optional import is_available, require
 from ...errors import ExportConfigError, ExportError
 from ...types import Runtime
 from . import BuiltArtifact, Target, TargetJob
+
+log = logging.getLogger("lightseg_edge.export")
 
 NAME = "tflite"
 PRECISIONS = ("fp32", "int8")
@@ -48,6 +55,7 @@ SIGNATURE = "serving_default"  # litert_torch.model.DEFAULT_SIGNATURE_NAME
 CALIB_CHUNK = 16  # calibration images preprocessed at a time (AEQ runs them one by one anyway)
 
 INT8_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")  # quantised; every other op stays float32
+LAYOUT_OPS = ("TRANSPOSE", "RESHAPE")  # between the graph input and the first convolution
 
 # What the recipe is, in words, for the manifest (see the module docstring).
 INT8_RECIPE = {
@@ -186,8 +194,9 @@ def convert_fp32(model: Any, shape: Tuple[int, ...], progress: bool = False) -> 
         return bytes(edge.model_content())
 
 
-def int8_recipe() -> Any:
-    """AEQ static int8 (weights and activations) on ``INT8_OPS`` only, float32 elsewhere and at the graph I/O."""
+def int8_recipe(float_ops: Sequence[str] = ()) -> Any:
+    """AEQ static int8 (weights and activations) on ``INT8_OPS`` only, float32 elsewhere and at the graph I/O; the ops
+    whose output tensors ``float_ops`` names stay float32 too (``--int8-keep``)."""
     rm_mod = require("ai_edge_quantizer.recipe_manager", extra=EXTRA, purpose="tflite INT8 quantisation")
     from ai_edge_quantizer import qtyping
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
@@ -197,6 +206,8 @@ def int8_recipe() -> Any:
     for name in INT8_OPS:
         rm.add_static_config(".*", getattr(op, name), activation_num_bits=8, weight_num_bits=8,
                              algorithm_key=AlgorithmName.MIN_MAX_UNIFORM_QUANT)
+    for tensor in float_ops:  # AEQ matches an op by its scope: its output tensor names, each followed by ";"
+        rm.add_quantization_config(f"^{re.escape(tensor)};$", op.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
     rm.add_quantization_config(".*", op.INPUT, algorithm_key=AlgorithmName.NO_QUANTIZE)
     rm.add_quantization_config(".*", op.OUTPUT, algorithm_key=AlgorithmName.NO_QUANTIZE)
     return rm.get_quantization_recipe()
@@ -214,25 +225,48 @@ def _calibrate(flatbuffer: bytes, recipe: Any, data: Dict[str, Any], threads: in
     return calib.get_model_qsvs()
 
 
-def _signature_input_name(flatbuffer: bytes) -> str:
+def _interpreter(flatbuffer: bytes) -> Any:
     from ai_edge_litert.interpreter import Interpreter
 
-    sig = Interpreter(model_content=flatbuffer).get_signature_list()
+    return Interpreter(model_content=flatbuffer)
+
+
+def _signature_input_name(flatbuffer: bytes) -> str:
+    sig = _interpreter(flatbuffer).get_signature_list()
     if SIGNATURE not in sig or len(sig[SIGNATURE]["inputs"]) != 1:
         raise ExportError("tflite-int8", f"the converted model's signatures are {sig}; expected one input in {SIGNATURE!r}")
     return sig[SIGNATURE]["inputs"][0]
 
 
-def quantize_int8(flatbuffer: bytes, calib_batches: List[Any], threads: int = 1, progress: bool = False) -> bytes:
-    """FP32 flatbuffer + calibration inputs (arrays (1, 3, H, W) float32) -> INT8 flatbuffer (convolutions int8)."""
+def quantizable_ops(flatbuffer: bytes) -> Tuple[List[str], List[str]]:
+    """(ops ``--int8-keep`` ranks and names, ops that read the image): output tensor names of the ``INT8_OPS`` ops in
+    graph order. An op reading the graph input (through layout ops only) stays float32, as in the ONNX INT8: with
+    three input channels it gains nothing from int8."""
+    it = _interpreter(flatbuffer)
+    tensors = {t["index"]: t["name"] for t in it.get_tensor_details()}
+    image = {int(d["index"]) for d in it.get_input_details()}
+    quantizable, reads_image = [], []
+    for o in it._get_ops_details():
+        inputs = {int(i) for i in o["inputs"]}
+        if o["op_name"] in LAYOUT_OPS and inputs & image:
+            image |= {int(t) for t in o["outputs"]}
+        elif o["op_name"] in INT8_OPS:
+            (reads_image if inputs & image else quantizable).append(tensors[o["outputs"][0]])
+    return quantizable, reads_image
+
+
+def int8_builder(flatbuffer: bytes, calib_batches: List[Any], threads: int = 1) -> Callable[[Sequence[str]], bytes]:
+    """Calibrate once; the returned ``build(float_ops)`` makes the INT8 flatbuffer with those ops kept float32 (the
+    other ops keep the ranges of the one calibration)."""
     aeq = require("ai_edge_quantizer", extra=EXTRA, purpose="tflite INT8 quantisation")
-    with _quiet(progress):
-        name = _signature_input_name(flatbuffer)
-        recipe = int8_recipe()
-        q = aeq.Quantizer(bytearray(flatbuffer), recipe)
-        stats = _calibrate(flatbuffer, recipe, {SIGNATURE: [{name: x} for x in calib_batches]}, threads)
-        result = q.quantize(stats, enable_progress_bar=progress, enable_progress_report=False)
-        return bytes(result.quantized_model)
+    name = _signature_input_name(flatbuffer)
+    stats = _calibrate(flatbuffer, int8_recipe(), {SIGNATURE: [{name: x} for x in calib_batches]}, threads)
+
+    def build(float_ops: Sequence[str] = ()) -> bytes:
+        q = aeq.Quantizer(bytearray(flatbuffer), int8_recipe(float_ops))
+        return bytes(q.quantize(stats, enable_progress_bar=False, enable_progress_report=False).quantized_model)
+
+    return build
 
 
 def _calibration_batches(job: TargetJob) -> List[Any]:
@@ -282,7 +316,7 @@ def build(job: TargetJob) -> Tuple[BuiltArtifact, ...]:
                                  extra={**common, "quantisation": None}))
     if "int8" in wanted:
         try:
-            int8 = quantize_int8(fp32, _calibration_batches(job), progress=job.progress)
+            int8, keep = _int8(job, fp32)
         except ExportConfigError:
             raise
         except Exception as exc:
@@ -290,8 +324,28 @@ def build(job: TargetJob) -> Tuple[BuiltArtifact, ...]:
         write_bytes_atomic(job.stage / "model.int8.tflite", int8)
         recipe = dict(INT8_RECIPE, calibration_images=len(job.calibration))
         out.append(BuiltArtifact(key=f"{NAME}-int8", path="model.int8.tflite", precision="int8",
-                                 extra={**common, "quantisation": recipe}))
+                                 extra={**common, "quantisation": recipe, **keep}))
     return tuple(out)
+
+
+def _int8(job: TargetJob, fp32: bytes) -> Tuple[bytes, Dict[str, Any]]:
+    """(INT8 flatbuffer, manifest fields) with the ops ``--int8-keep`` chose kept float32 (``job.keep``)."""
+    with _quiet(job.progress):
+        build = int8_builder(fp32, _calibration_batches(job))
+        candidates, image_ops = quantizable_ops(fp32)
+        fixed = {"float_image_ops": image_ops}
+        if job.keep is None:
+            return build(image_ops), fixed
+
+        def trial(kept: Tuple[str, ...], path: Path) -> Path:
+            path = path.with_suffix(".tflite")
+            path.write_bytes(build(image_ops + list(kept)))
+            return path
+
+        decision = job.keep("int8", candidates, trial, Runtime.LITERT, f"{NAME}-int8")
+        int8 = build(image_ops + list(decision.kept))
+    log.info("%s-int8: %s", NAME, decision.summary())
+    return int8, {**fixed, "keep": decision.to_dict()}
 
 
 TARGET = Target(name=NAME, runtime=Runtime.LITERT, precisions=PRECISIONS, needs_torch_model=True,
