@@ -186,6 +186,8 @@ def validate(cfg: ExportConfig) -> None:
     _positive(cfg.calib_images, "--calib-images")
     if cfg.int8_method not in INT8_METHODS:
         raise ExportConfigError(f"--int8-method {cfg.int8_method!r} is unknown; expected one of {', '.join(INT8_METHODS)}")
+    if cfg.int8 and cfg.int8_method == "modelopt":
+        _check_modelopt(cfg)
     _check_keep(cfg)
     for value, name in (
         (cfg.parity_images, "parity_images"),
@@ -208,6 +210,16 @@ def validate(cfg: ExportConfig) -> None:
         raise ExportConfigError(f"--data {cfg.data}: folder not found")
     if cfg.output is not None and Path(cfg.output).exists() and not Path(cfg.output).is_dir():
         raise ExportConfigError(f"--output {cfg.output}: exists and is not a folder")
+
+
+def _check_modelopt(cfg: ExportConfig) -> None:
+    from .._optional import is_available
+
+    if cfg.calib_method == "percentile":
+        raise ExportConfigError("--calib-method percentile is not offered by ModelOpt (it has minmax and entropy); use one of those "
+                                "or --int8-method ort")
+    if not is_available("modelopt"):
+        raise ExportConfigError("--int8-method modelopt needs NVIDIA ModelOpt: pip install 'lightseg-edge[modelopt]' (Python 3.10+)")
 
 
 def _check_keep(cfg: ExportConfig) -> None:

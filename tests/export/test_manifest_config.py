@@ -99,6 +99,8 @@ def test_importing_export_loads_nothing_heavy():
         ({"model": "ucmnet", "int8": True, "calib_data": "/nonexistent/calib"}, r"--calib-data /nonexistent/calib: folder not found"),
         ({"model": "ucmnet", "int8": True, "calib_data": ".", "calib_images": 0}, r"--calib-images must be a positive integer"),
         ({"model": "ucmnet", "int8": True, "calib_data": ".", "int8_method": "trt"}, r"--int8-method 'trt' is unknown"),
+        ({"model": "ucmnet", "int8": True, "calib_data": ".", "int8_method": "modelopt", "calib_method": "percentile"},
+         r"percentile is not offered by ModelOpt"),
         ({"model": "ucmnet", "int8": True, "calib_data": ".", "int8_keep": ""}, r"--int8-keep '': expected auto, none"),
         ({"model": "ucmnet", "fp16": True, "min_agreement": 1.5}, r"--min-agreement must be a number from 0 to 1"),
         ({"model": "ucmnet", "workspace_mb": -1}, r"--workspace must be a positive integer"),
