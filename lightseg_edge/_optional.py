@@ -26,6 +26,8 @@ _EXTRAS = {
     "ai_edge_litert": ("litert", "LiteRT"),
     "litert_torch": ("litert", "litert-torch"),
     "coremltools": ("coreml", "coremltools"),
+    "modelopt": ("modelopt", "NVIDIA ModelOpt"),
+    "tritonclient": ("triton", "tritonclient"),
 }
 
 
