@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated formats to produce, of {', '.join(FORMATS)} (default: onnx,tensorrt; the FP32 ONNX is always made, "
         f"as every other format starts from it; tensorrt is built only where TensorRT and a GPU are present)",
     )
+    p.add_argument("--embed-preprocess", action="store_true", help="also write each ONNX with the preprocessing and the sigmoid/"
+                   "threshold inside the graph (uint8 NHWC image in, mask out: model[.<precision>].embedded.onnx), for "
+                   "DeepStream's nvinfer and mobile apps; the same as adding 'embedded' to --formats")
     p.add_argument(
         "--from-onnx", metavar="FILE", help="start from an exported model.onnx (e.g. on the target device, to build the engine there)"
     )
@@ -93,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace):
     from ..errors import ExportConfigError
     from ..export.config import DEFAULT_CALIB_IMAGES, MIN_OPSET, ExportConfig, parse_dynamic_batch
+    from ..export.targets import DEFAULT_FORMATS
 
     for flag, value, needs in (("--calib-images", args.calib_images, args.int8), ("--calib-method", args.calib_method, args.int8),
                                ("--int8-method", args.int8_method, args.int8), ("--int8-keep", args.int8_keep, args.int8),
@@ -100,9 +104,12 @@ def _config(args: argparse.Namespace):
         if value is not None and not needs:
             wanted = "--fp16" if flag == "--fp16-keep" else "--int8"
             raise ExportConfigError(f"{flag} is only used for {wanted[2:].upper()}; did you mean to add {wanted}?")
+    formats = args.formats
+    if args.embed_preprocess:
+        formats = tuple(dict.fromkeys((formats or DEFAULT_FORMATS) + ("embedded",)))
     optional = {k: v for k, v in (("calib_method", args.calib_method), ("int8_method", args.int8_method), ("int8_keep", args.int8_keep),
                                   ("fp16_keep", args.fp16_keep), ("max_dice_drop", args.max_dice_drop),
-                                  ("min_agreement", args.min_agreement), ("formats", args.formats)) if v is not None}
+                                  ("min_agreement", args.min_agreement), ("formats", formats)) if v is not None}
     if args.from_onnx is not None:
         for flag, value in (("--opset", args.opset), ("--simplifier", args.simplifier)):
             if value is not None:

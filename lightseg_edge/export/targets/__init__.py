@@ -64,7 +64,7 @@ class Target:
 
 # --formats name -> the module holding its TARGET. "onnx" (always made: every target starts from it) and "tensorrt"
 # (the engine step) are the pipeline's own steps.
-_MODULES = {"openvino": ".openvino", "tflite": ".litert", "coreml": ".coreml", "triton": ".triton"}
+_MODULES = {"openvino": ".openvino", "tflite": ".litert", "coreml": ".coreml", "triton": ".triton", "embedded": ".embedded"}
 BUILTIN_FORMATS = ("onnx", "tensorrt")
 FORMATS = BUILTIN_FORMATS + tuple(_MODULES)
 DEFAULT_FORMATS = BUILTIN_FORMATS
