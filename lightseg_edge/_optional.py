@@ -28,6 +28,7 @@ _EXTRAS = {
     "coremltools": ("coreml", "coremltools"),
     "modelopt": ("modelopt", "NVIDIA ModelOpt"),
     "tritonclient": ("triton", "tritonclient"),
+    "pytriton": ("serve", "NVIDIA PyTriton"),
 }
 
 

@@ -17,6 +17,11 @@ examples:
   lightseg-bench --model ucmnet
   lightseg-bench --onnx exports/ucmnet-256-fp16/model.onnx --batch 1,8 --json bench.json
   lightseg-bench --all --data path/to/isic2018 --max-images 100 --markdown bench.md --plot bench.png
+  lightseg-bench --triton 127.0.0.1:8000 --data tests/assets/isic_sample --concurrency 1,2,4,8 --requests 64
+
+--triton URL runs a concurrency sweep against a running Triton server (lightseg-serve) instead; its own options:
+--model NAME (served model, default lightseg), --data DIR, --concurrency LIST, --requests N | --duration S,
+--max-images N, --split, --json PATH (see lightseg-bench --triton URL --help).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--model", metavar="NAME", help="a registry model (see lightseg_edge.list_models())")
     src.add_argument("--export-dir", metavar="DIR", help="a lightseg-export folder: every artifact in it")
     src.add_argument("--all", action="store_true", help="every registry model on every runtime and precision available here")
+    src.add_argument("--triton", metavar="URL", help="a running Triton server (lightseg-serve): concurrency sweep instead (see below)")
     p.add_argument("--weights", metavar="CKPT", help="with --model: a lightseg-train checkpoint or .safetensors file, or 'random' "
                    "(default: the shipped weights; random weights, seed 0, when the model has none)")
     p.add_argument("--runtime", metavar="LIST", type=choice_list(RUNTIME_CHOICES, alias_table()),
@@ -170,6 +176,10 @@ def _terminate_as_interrupt():
 
 
 def _run(argv: List[str]) -> int:
+    if any(a == "--triton" or a.startswith("--triton=") for a in argv):  # its own options: lightseg_edge.bench.triton_load
+        from ..bench.triton_load import run_cli_args
+
+        return run_cli_args(argv)
     args = _parser().parse_args(argv)
     data_line = _check_args(args)
     from ..bench.environment import collect_environment
