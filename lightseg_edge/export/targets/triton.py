@@ -216,9 +216,9 @@ def onnx_config(name: str, io, kind: str = "KIND_GPU", tensorrt: bool = False, p
         sched = f"dynamic_batching {{ max_queue_delay_microseconds: {QUEUE_DELAY_US} }}\n"
     else:  # a static batch: full dims, no batching by Triton
         head, ins, outs, sched = "max_batch_size: 0", in_dims, out_dims, ""
-    trt = _tensorrt_block(precision)
-    trt = trt if tensorrt else "# TensorRT through onnxruntime (builds an engine when the model loads; uncomment to use):\n" + \
-        "".join(f"# {line}\n" for line in trt.splitlines())
+    accel = _tensorrt_block(precision)  # not "trt": the TensorRT API check reads that name as the module
+    accel = accel if tensorrt else "# TensorRT through onnxruntime (builds an engine when the model loads; uncomment to use):\n" + \
+        "".join(f"# {line}\n" for line in accel.splitlines())
     return (
         f'# The exported {precision} ONNX on onnxruntime; dims and types read from the ONNX graph.\n'
         f'name: "{name}"\n'
@@ -229,7 +229,7 @@ def onnx_config(name: str, io, kind: str = "KIND_GPU", tensorrt: bool = False, p
         f'{sched}'
         f'# KIND_GPU runs on every visible GPU; KIND_CPU runs on the CPU (a server without GPUs).\n'
         f'instance_group [ {{ count: 1 kind: {kind} }} ]\n'
-        f'{trt}'
+        f'{accel}'
     )
 
 
