@@ -238,7 +238,7 @@ def _check_formats(cfg: ExportConfig) -> None:
         if target.needs_torch_model and cfg.from_onnx is not None:
             raise ExportConfigError(f"--formats {name}: its converter starts from the PyTorch model; export with --model NAME, "
                                     f"not --from-onnx")
-        if cfg.dynamic_batch is not None:
+        if cfg.dynamic_batch is not None and target.static_batch:
             raise ExportConfigError(f"--formats {name}: {name} models take a static batch; drop --dynamic-batch (or export {name} separately)")
 
 

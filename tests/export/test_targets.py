@@ -128,3 +128,16 @@ def test_a_step_that_cannot_run_here_is_skipped_not_failed():
     assert steps.run("accuracy-openvino-bf16", bf16_on_an_old_cpu, skip_on=(BackendUnavailableError,)) is None
     (rec,) = steps.records
     assert rec.status == SKIPPED and rec.output == "not runnable here: this CPU has no bf16"
+
+
+def test_dynamic_batch_is_refused_only_by_fixed_batch_targets(tmp_path):
+    from lightseg_edge.export.config import validate
+
+    for name in TARGETS:
+        cfg = small_config(tmp_path, None, model="ucmnet", dynamic_batch=(1, 4, 8), formats=("onnx", name))
+        if get_target(name).static_batch:
+            with pytest.raises(ExportConfigError, match=f"--formats {name}: .* static batch"):
+                validate(cfg)
+        else:
+            validate(cfg)  # ONNX-based (triton, embedded): the dynamic batch carries over
+    assert {n for n in TARGETS if not get_target(n).static_batch} == {"triton", "embedded"}

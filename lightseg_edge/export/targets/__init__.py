@@ -57,6 +57,7 @@ class Target:
     needs_torch_model: bool  # its converter starts from the PyTorch module, not the ONNX
     runnable: Callable[[], Optional[str]]  # None when its artifacts can be run here, else why not (scored or not)
     build: Callable[[TargetJob], Tuple[BuiltArtifact, ...]]
+    static_batch: bool = True  # its files take a fixed batch only (--dynamic-batch is refused); False: ONNX-based
     # Extra scored settings of a built artifact: (accuracy key, artifact key, predictor options), e.g. OpenVINO's
     # fp32 IR run with a bf16 inference precision hint.
     extra_scores: Tuple[Tuple[str, str, Dict[str, Any]], ...] = ()

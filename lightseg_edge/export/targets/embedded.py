@@ -169,4 +169,4 @@ def _variant(job: TargetJob, precision: str) -> Path:
 
 
 TARGET = Target(name=NAME, runtime=Runtime.ONNXRUNTIME, precisions=PRECISIONS, needs_torch_model=False, runnable=runnable,
-                build=build)
+                build=build, static_batch=False)

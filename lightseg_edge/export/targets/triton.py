@@ -629,4 +629,4 @@ class TritonPythonModel:
 
 
 TARGET = Target(name="triton", runtime=Runtime.ONNXRUNTIME, precisions=PRECISIONS, needs_torch_model=False, runnable=runnable,
-                build=build)
+                build=build, static_batch=False)
