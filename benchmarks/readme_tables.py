@@ -13,6 +13,9 @@ project's own commands, run on a quiet machine (pause any training first: ``kill
   from ``OUT/manifest.json``);
 - ``int8-methods``: ``results/int8_methods.json`` from ``python benchmarks/int8_methods.py --onnx OUT/model.onnx
   --data DATA --out benchmarks/results`` (OUT: the precision table's export);
+- ``triton-sweep``: ``results/triton-serve.json`` from ``lightseg-serve OUT --precision fp32 --runtime onnxruntime``
+  and, beside it, ``lightseg-bench --triton 127.0.0.1:8000 --data DATA --split test --concurrency 1,2,4,8 --duration 10
+  --json benchmarks/results/triton-serve.json``;
 - ``bench-table``: ``results/bench-ucmnet.json`` from ``lightseg-bench --export-dir OUT --data DATA --threads 2
   --json benchmarks/results/bench-ucmnet.json``;
 - ``cpu-targets``: ``results/ort_vs_eager.json`` from ``python benchmarks/ort_vs_eager.py --out benchmarks/results``.
@@ -91,6 +94,12 @@ def int8_methods_table() -> str:
     return markdown(_json("int8_methods.json"))
 
 
+def triton_sweep() -> str:
+    from lightseg_edge.bench.triton_load import format_table
+
+    return "```\n" + format_table(_json("triton-serve.json")) + "\n```\n"
+
+
 def bench_table() -> str:
     from lightseg_edge.bench.report import format_results_markdown
 
@@ -107,6 +116,7 @@ def cpu_targets() -> str:
 
 BLOCKS: Dict[str, Callable[[], str]] = {
     "zoo-table": zoo_table, "claims-table": claims_table, "precision-table": precision_table, "int8-methods": int8_methods_table,
+    "triton-sweep": triton_sweep,
     "bench-table": bench_table, "cpu-targets": cpu_targets,
 }
 
