@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sysconfig
 import threading
@@ -300,6 +301,9 @@ class TritonSegServer:
         if self._triton is not None:
             triton, self._triton = self._triton, None
             triton.stop()
+            if self.log_file is not None:  # a clean stop leaves nothing behind; a failed start keeps the log it names
+                shutil.rmtree(self.log_file.parent, ignore_errors=True)
+                self.log_file = None
 
     def __enter__(self) -> "TritonSegServer":
         return self.start()

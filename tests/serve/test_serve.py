@@ -3,6 +3,7 @@ lightseg-bench --triton sweep against it. Skipped, with the reason, where PyTrit
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -78,6 +79,8 @@ def server(tmp_path_factory):
                 pytest.fail("lightseg-serve did not stop within 60 s of SIGTERM")
             text = log.read_text(errors="replace")
             assert rc == 0 and "stopped" in text, text[-2000:]
+            triton_logs = re.findall(r"Triton's log: (\S+)", text)
+            assert triton_logs and not any(Path(p).parent.exists() for p in triton_logs)  # a clean stop leaves nothing
 
 
 def _infer(client, x: np.ndarray, datatype: str = "UINT8", proba: bool = False):
