@@ -176,8 +176,8 @@ def _terminate_as_interrupt():
 
 
 def _run(argv: List[str]) -> int:
-    if any(a == "--triton" or a.startswith("--triton=") for a in argv):  # its own options: lightseg_edge.bench.triton_load
-        from ..bench.triton_load import run_cli_args
+    if any(a == "--triton" or a.startswith("--triton=") for a in argv):  # its own options: cli/bench_triton.py
+        from .bench_triton import run_cli_args
 
         return run_cli_args(argv)
     args = _parser().parse_args(argv)

@@ -46,7 +46,7 @@ from ..manifest import FORMAT, WEIGHTS_NAME, sha256_file
 from ..types import InputSpec, PreprocessConfig, Runtime
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .config import ExportConfig, check_fields, check_img_size, default_output, validate
-from .keep import KeepDecision, KeepGate, KeepMode, KeepSpec, decide
+from .keep import KeepDecision, KeepGate, KeepSpec, decide
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks, selection_set
 from .metadata import deploy_metadata, embed_metadata
 from .model_steps import build_model, copy_weights, deploy_check, weights_licence
