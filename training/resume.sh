@@ -9,4 +9,8 @@ run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 # The small baselines on the CPU at 256x256, fp32 (bf16 does not pay for them: benchmarks/results/train_speed.md)
 # except UNeXt-S; one short cosine period instead of the papers' 300 epochs (cosine cycles of 50). EGE-UNet was
 # trained this way (30 epochs, about 80 s each) and shipped, and so were MALUNet (30 epochs, about 60 s each) and
-# UNeXt-S (50 epochs with bf16, about 35 s each). No run is unfinished now.
+# UNeXt-S (50 epochs with bf16, about 35 s each).
+
+# EGE-UNet again, 50 epochs (one full cosine period of its recipe, T_max 50) instead of 30, with the robust
+# augmentations: shipped only if it beats the current weights (30 epochs) on val.
+run --model egeunet --out training/egeunet --epochs 50
