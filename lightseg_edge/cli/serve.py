@@ -2,7 +2,7 @@
 
 SOURCE is anything lightseg-predict takes: a registry model name (ucmnet), a lightseg-export folder, an .onnx file or a
 TensorRT .plan. The model is loaded once with the chosen runtime; Triton handles HTTP/gRPC, dynamic batching (requests
-of equal image size waiting up to --queue-delay-us are run together), statistics and Prometheus metrics.
+waiting up to --queue-delay-us are run together, whatever their image sizes), statistics and Prometheus metrics.
 
 Served model (default name 'lightseg'): input IMAGE uint8 [H, W, 3] per request item; outputs MASK uint8 [H, W] (0/1)
 and PROBABILITY float32 [H, W] (computed only when requested). Binds 127.0.0.1 unless --host says otherwise.
