@@ -148,11 +148,20 @@ def logits_to_mask(logits: np.ndarray, out_size: Tuple[int, int], threshold: flo
         return proba_to_mask(sigmoid(lg), threshold)
     cut = float(np.log(threshold) - np.log1p(-threshold))
     band = 1e-3 * max(1.0, abs(cut))
-    # OpenCV's vectorised compare and range check: 4x faster than numpy's on a 512x512 map (1.05 -> 0.26 ms)
-    mask = cv2.compare(lg, cut, cv2.CMP_GE)  # 255 / 0
-    np.bitwise_and(mask, 1, out=mask)
-    near = cv2.inRange(lg, cut - band, cut + band)
-    if cv2.countNonZero(near):
-        idx = near.astype(bool)
-        mask[idx] = sigmoid(lg[idx]) >= threshold
+    mask, near = _above_and_near(np.ascontiguousarray(lg), cut, band)
+    if near.any():
+        mask[near] = sigmoid(lg[near]) >= threshold
     return mask
+
+
+def _above_and_near(lg: np.ndarray, cut: float, band: float) -> Tuple[np.ndarray, np.ndarray]:
+    """(uint8 lg >= cut, bool |lg - cut| <= band). OpenCV's vectorised compare and range check are 4x faster than
+    numpy's on a 512x512 map (1.05 -> 0.26 ms for the whole mask); OpenCV reads an array of up to 4 values as a
+    scalar, so tiny maps take numpy's path."""
+    import cv2
+
+    if lg.size <= 4:
+        return (lg >= np.float32(cut)).astype(np.uint8), np.abs(lg - np.float32(cut)) <= band
+    above = cv2.compare(lg, cut, cv2.CMP_GE)  # 255 / 0
+    np.bitwise_and(above, 1, out=above)
+    return above, cv2.inRange(lg, cut - band, cut + band).astype(bool)

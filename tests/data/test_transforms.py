@@ -97,5 +97,6 @@ def test_mask_from_logits_is_bit_identical_to_the_sigmoid_path(threshold):
     # logits spread widely, plus values at and one float step either side of the cut, where rounding decides
     edge = np.array([cut, np.nextafter(cut, np.float32(-np.inf)), np.nextafter(cut, np.float32(np.inf))], np.float32)
     lg = np.concatenate([rng.normal(0, 8, 64 * 64 - 3).astype(np.float32), edge]).reshape(1, 64, 64)
-    for size in ((64, 64), (97, 131)):
+    # tiny sizes too: OpenCV reads an array of up to four values as a scalar (a 1x1 image once crashed the fast path)
+    for size in ((64, 64), (97, 131), (1, 1), (1, 4), (4, 1), (2, 2), (1, 5), (3, 2)):
         np.testing.assert_array_equal(logits_to_mask(lg, size, threshold), proba_to_mask(logits_to_proba(lg, size), threshold))
