@@ -22,6 +22,7 @@ exports into one folder the last to commit wins.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -161,6 +162,20 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
+def _carry_folder(old: Path, src: Path, dst: Path, drop: Set[str]) -> None:
+    """A folder, less the superseded files in it (a Triton repository of the previous export); a folder left empty
+    by that is not carried over."""
+
+    def superseded(folder: str, names: List[str]) -> Set[str]:
+        rel = Path(folder).relative_to(old)
+        return {n for n in names if (rel / n).as_posix() in drop}
+
+    shutil.copytree(str(src), str(dst), symlinks=True, copy_function=_link_or_copy, ignore=superseded)
+    for folder, _, _ in sorted(os.walk(str(dst)), key=lambda w: -len(w[0])):  # deepest first
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)  # only an empty one
+
+
 def _carry_over(old: Path, new: Path, drop: Set[str]) -> None:
     """Hard-link into ``new`` everything of ``old`` the new export does not replace (artifacts it keeps, the engine
     timing cache, the user's own files and folders), so that swapping the folders loses nothing."""
@@ -177,7 +192,7 @@ def _carry_over(old: Path, new: Path, drop: Set[str]) -> None:
         if entry.is_symlink():
             os.symlink(os.readlink(entry.path), str(new / name))
         elif entry.is_dir():
-            shutil.copytree(entry.path, str(new / name), symlinks=True, copy_function=_link_or_copy)
+            _carry_folder(old, Path(entry.path), new / name, drop)
         else:
             _link_or_copy(entry.path, str(new / name))
 

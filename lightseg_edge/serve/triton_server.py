@@ -95,32 +95,59 @@ def _libpython_dir() -> Optional[str]:
     return None
 
 
-@contextlib.contextmanager
-def _ragged_image_input(name: str = "IMAGE") -> Iterator[None]:
-    """Mark the image input ``allow_ragged_batch`` in the config PyTriton writes (PyTriton has no option for it).
+_ZERO_SIZE_COPY = b'shm.buf[offset + total_size : offset + total_size + frame.nbytes] = frame.cast("B")'
 
-    Without it Triton's dynamic batcher only batches requests of equal shape, and with images of mixed sizes in the
-    queue it was measured here to spin (two server threads at 100 % CPU, 1 image/s at 4 clients). The Python backend
-    hands each request's tensor over separately, so images of different sizes in one batch are fine for
-    :func:`make_infer_func`. If PyTriton's internals change, the config is written unchanged (equal-shape batching)."""
-    try:
-        from pytriton.model_config import generator
-        original = generator.ModelConfigGenerator._set_model_signature
-    except (ImportError, AttributeError):
-        yield
-        return
 
+def _ragged(original: Callable) -> Callable:
     def patched(self, model_config):
         original(self, model_config)
         for item in model_config.get("input", []):
-            if item.get("name") == name:
+            if item.get("name") == "IMAGE":
                 item["allow_ragged_batch"] = True
 
-    generator.ModelConfigGenerator._set_model_signature = patched
+    return patched
+
+
+def _zero_size_safe(original: Callable) -> Callable:
+    def patched(self):
+        files = original(self)
+        for key, text in files.items():
+            if key.endswith("/data.py") and _ZERO_SIZE_COPY in text:
+                files[key] = text.replace(_ZERO_SIZE_COPY, b"if frame.nbytes:\n                " + _ZERO_SIZE_COPY)
+        return files
+
+    return patched
+
+
+@contextlib.contextmanager
+def _pytriton_patches() -> Iterator[None]:
+    """Two things PyTriton 0.7 has no option for, patched while the model is bound; if its internals change, each
+    patch falls away and the server runs as PyTriton writes it.
+
+    * The image input is marked ``allow_ragged_batch``. Without it Triton's dynamic batcher only batches requests of
+      equal shape, and with images of mixed sizes in the queue it was measured here to spin (two server threads at
+      100 % CPU, 1 image/s at 4 clients). The Python backend hands each request's tensor over separately, so images of
+      different sizes in one batch are fine for :func:`make_infer_func`.
+    * The proxy model PyTriton copies into the server cannot pass a zero-size tensor on (``memoryview.cast`` refuses a
+      zero in the shape): an empty image failed with a ``TypeError`` traceback before reaching this process. Skipping
+      the copy of an empty frame lets it through to :func:`check_image`, which answers with a clear error."""
+    targets = []
+    with contextlib.suppress(ImportError, AttributeError):
+        from pytriton.model_config import generator
+
+        targets.append((generator.ModelConfigGenerator, "_set_model_signature", _ragged))
+    with contextlib.suppress(ImportError, AttributeError):
+        from pytriton.models import model
+
+        targets.append((model.Model, "get_proxy_model_files", _zero_size_safe))
+    originals = [(cls, name, getattr(cls, name)) for cls, name, _ in targets]
+    for cls, name, wrap in targets:
+        setattr(cls, name, wrap(getattr(cls, name)))
     try:
         yield
     finally:
-        generator.ModelConfigGenerator._set_model_signature = original
+        for cls, name, original in originals:
+            setattr(cls, name, original)
 
 
 @contextlib.contextmanager
@@ -178,6 +205,16 @@ def check_image(image: np.ndarray, index: int) -> Optional[str]:
     return None
 
 
+def _batch_error(problems: List[str], n_requests: int) -> str:
+    """PyTriton answers every request of a batch with one error, so a valid request that Triton's dynamic batcher
+    put beside an invalid one (within the queue delay) gets this message too, and is told to send again."""
+    text = "; ".join(problems)
+    if n_requests > 1:
+        text += (f" (this batch held {n_requests} requests and none was run: a valid request batched with the invalid "
+                 "one can be sent again)")
+    return text
+
+
 def make_infer_func(predictor: Any, threshold: Optional[float] = None) -> Callable[[List[Dict[str, np.ndarray]]], List[Dict[str, np.ndarray]]]:
     """The PyTriton inference callable: a list of requests (each {"IMAGE": [n, H, W, 3]}) -> a list of responses.
     Images of different sizes are fine (the predictor resizes each); every image keeps its own output size."""
@@ -205,8 +242,7 @@ def make_infer_func(predictor: Any, threshold: Optional[float] = None) -> Callab
             names = getattr(req, "requested_output_names", None)
             want_proba = want_proba or bool(names and "PROBABILITY" in names)
         if problems:
-            # PyTriton answers every request of the batch with this error; Triton forms batches of equal shapes only
-            raise PyTritonBadParameterError("; ".join(problems))
+            raise PyTritonBadParameterError(_batch_error(problems, len(requests)))
         with lock:
             try:
                 masks = predictor.predict_batch(images, threshold=threshold)
@@ -265,7 +301,7 @@ class TritonSegServer:
         security = pytriton_triton.TritonSecurityConfig(restricted_endpoints=guarded) if guarded else None
         triton = pytriton_triton.Triton(config=cfg, security_config=security) if security else pytriton_triton.Triton(config=cfg)
         try:
-            with _server_environment(workdir), _ragged_image_input():
+            with _server_environment(workdir), _pytriton_patches():
                 triton.bind(
                     model_name=c.model_name,
                     infer_func=make_infer_func(self.predictor, c.threshold),

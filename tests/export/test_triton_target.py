@@ -299,3 +299,22 @@ def test_from_onnx_in_place_at_another_precision_keeps_both_repositories(sample_
     man = read_manifest(out)
     assert {"triton-fp32", "triton-fp16"} <= set(man["artifacts"]) and verify_artifacts(out, man) == []
     assert man["artifacts"]["triton-fp16"]["ensemble"] == MODEL and (out / "triton-fp32" / MODEL / "config.pbtxt").is_file()
+
+
+def test_re_export_without_triton_removes_the_stale_repository(sample_dir, tmp_path):
+    """A Triton repository the new manifest no longer lists is not carried over (its files would sit unverified beside
+    the new export); a file of the user's own inside it is kept."""
+    from lightseg_edge.export import export
+    from lightseg_edge.manifest import read_manifest
+
+    out = tmp_path / "again"
+    export(small_config(sample_dir, out, model=MODEL, img_size=SIZE, formats=("onnx", "triton")))
+    (out / "triton-fp32" / "my-notes.txt").write_text("kept")
+    export(small_config(sample_dir, out, model=MODEL, img_size=SIZE, formats=("onnx",)))
+    assert "triton-fp32" not in read_manifest(out)["artifacts"]
+    left = sorted(p.relative_to(out).as_posix() for p in (out / "triton-fp32").rglob("*"))
+    assert left == ["triton-fp32/my-notes.txt"]
+    (out / "triton-fp32" / "my-notes.txt").unlink()
+    export(small_config(sample_dir, out, model=MODEL, img_size=SIZE, formats=("onnx", "triton")))
+    export(small_config(sample_dir, out, model=MODEL, img_size=SIZE, formats=("onnx",)))
+    assert not (out / "triton-fp32").exists()

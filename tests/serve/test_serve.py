@@ -130,6 +130,8 @@ def test_bad_requests_get_an_error_and_the_server_keeps_serving(server, sample_d
         _infer(server["client"], bad, datatype)
     if kind == "oversized":
         assert "8192" in str(info.value)
+    if kind == "empty":  # reaches lightseg's own check (PyTriton alone fails on a zero-size tensor with a TypeError)
+        assert "IMAGE is empty (0x0)" in str(info.value)
     if kind == "float32":
         assert "UINT8" in str(info.value)
     assert server["proc"].poll() is None
@@ -210,3 +212,24 @@ def test_images_of_different_sizes_in_flight_together(server, sample_dir):
     for k, want in enumerate(expected):
         assert results[k].shape == want.shape
         assert (results[k] == want).mean() > 0.999  # batched vs single-image float paths may flip a border pixel
+
+
+def test_an_invalid_request_names_itself_to_its_batch_mates():
+    """PyTriton fails a whole batch with one error: a valid request batched with an invalid one is told why and
+    that it can be sent again; nothing is run."""
+    from pytriton.exceptions import PyTritonBadParameterError
+
+    from lightseg_edge.serve.triton_server import make_infer_func
+
+    class Refuses:
+        def predict_batch(self, images, threshold=None):
+            raise AssertionError("a batch holding an invalid request must not be run")
+
+    infer = make_infer_func(Refuses())
+    good, empty = np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 0, 0, 3), np.uint8)
+    with pytest.raises(PyTritonBadParameterError) as info:
+        infer([{"IMAGE": good}, {"IMAGE": empty}])
+    assert "IMAGE is empty (0x0)" in str(info.value) and "2 requests" in str(info.value)
+    with pytest.raises(PyTritonBadParameterError) as info:
+        infer([{"IMAGE": empty}])
+    assert "none was run" not in str(info.value)
