@@ -64,6 +64,10 @@ def _median_ms(fn: Callable[[], Any], iters: int) -> float:
     return statistics.median(times) / 1e6
 
 
+def _paired(rounds: Dict[str, List[float]], name: str) -> float:
+    return statistics.median(a / b for a, b in zip(rounds[name], rounds["infer"]))
+
+
 def _image(size: int) -> np.ndarray:
     import cv2
 
@@ -83,6 +87,21 @@ def _predictor(model: str, work: Path, threads: int):
     if done.returncode != 0:
         raise SystemExit(f"error: exporting {model} failed: {done.stderr.strip()[-500:]}")
     return load_predictor(str(work / model), runtime="onnxruntime", precision="fp32", threads=threads), "shipped" if shipped else "random"
+
+
+def markdown(result: Dict[str, Any]) -> str:
+    """The Markdown table of a run (also the README's ``prepost`` block)."""
+    args = result["settings"]
+    lines = [f"Created {result['created']}; a real ISIC image resized to {args['size']}x{args['size']}, {args['threads']} threads, "
+             f"{args['rounds']} interleaved rounds of {args['iters']} calls, median of round medians; ratios are medians of the per-round ratios.", "",
+             "| model | weights | infer ms | predict ms | predict / infer | float path ms | float path / infer | masks identical | other processes' CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+    for model, m in result["models"].items():
+        med = m["median_ms"]
+        share = "-" if m["other_cpu_share"] is None else f"{m['other_cpu_share']:.0%}"
+        lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | "
+                     f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {m['masks_identical']} | {share} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -114,31 +133,24 @@ def main(argv: Optional[List[str]] = None) -> int:
                 load = load_between(before, snapshot())
                 med = {k: statistics.median(v) for k, v in rounds.items()}
                 result["models"][model] = {"weights": weights, "masks_identical": same, "rounds_ms": rounds, "median_ms": med,
-                                           "predict_over_infer": med["predict"] / med["infer"],
-                                           "float_path_over_infer": med["predict (float path)"] / med["infer"],
+                                           # per-round ratios: the variants of one round ran back to back, so the
+                                           # ratio survives this VM's switches between speeds, which medians do not
+                                           "predict_over_infer": _paired(rounds, "predict"),
+                                           "float_path_over_infer": _paired(rounds, "predict (float path)"),
                                            "loadavg": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
                 pred.close()
                 print(f"{model}: infer {med['infer']:.2f} ms, predict {med['predict']:.2f} ms "
-                      f"({med['predict'] / med['infer']:.2f}x), float path {med['predict (float path)']:.2f} ms; masks identical: {same}",
+                      f"({_paired(rounds, 'predict'):.2f}x), float path {med['predict (float path)']:.2f} ms; masks identical: {same}",
                       file=sys.stderr, flush=True)
     finally:
         if args.pause_pid:
             os.kill(args.pause_pid, signal.SIGCONT)
-    lines = ["# predict() vs inference alone (ONNX Runtime fp32, batch 1)", "",
-             f"Created {result['created']}; a real ISIC image resized to {args.size}x{args.size}, {args.threads} threads, "
-             f"{args.rounds} interleaved rounds of {args.iters} calls, median of round medians.", "",
-             "| model | weights | infer ms | predict ms | predict / infer | float path ms | float path / infer | masks identical | other processes' CPU share |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
-    for model, m in result["models"].items():
-        med = m["median_ms"]
-        share = "-" if m["other_cpu_share"] is None else f"{m['other_cpu_share']:.0%}"
-        lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | "
-                     f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {m['masks_identical']} | {share} |")
+    text = "# predict() vs inference alone (ONNX Runtime fp32, batch 1)\n\n" + markdown(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "prepost.json", (json.dumps(result, indent=2) + "\n").encode())
-    atomic_write(out / "prepost.md", ("\n".join(lines) + "\n").encode())
-    print("\n".join(lines))
+    atomic_write(out / "prepost.md", text.encode())
+    print(text)
     return 0 if all(m["masks_identical"] for m in result["models"].values()) else 1
 
 

@@ -18,7 +18,9 @@ project's own commands, run on a quiet machine (pause any training first: ``kill
   --json benchmarks/results/triton-serve.json``;
 - ``bench-table``: ``results/bench-ucmnet.json`` from ``lightseg-bench --export-dir OUT --data DATA --threads 2
   --json benchmarks/results/bench-ucmnet.json``;
-- ``cpu-targets``: ``results/ort_vs_eager.json`` from ``python benchmarks/ort_vs_eager.py --out benchmarks/results``.
+- ``cpu-targets``: ``results/ort_vs_eager.json`` from ``python benchmarks/ort_vs_eager.py --out benchmarks/results``;
+- ``cpu-fast-path``: ``results/cpu_fast_path.json`` from ``python benchmarks/cpu_fast_path.py --out benchmarks/results``;
+- ``prepost``: ``results/prepost.json`` from ``python benchmarks/prepost.py --rounds 9 --out benchmarks/results``.
 """
 
 from __future__ import annotations
@@ -114,10 +116,19 @@ def cpu_targets() -> str:
     return markdown_tables(_json("ort_vs_eager.json"))
 
 
+def _script_markdown(script: str, result: str) -> Callable[[], str]:
+    def block() -> str:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        return __import__(script).markdown(_json(result))
+
+    return block
+
+
 BLOCKS: Dict[str, Callable[[], str]] = {
     "zoo-table": zoo_table, "claims-table": claims_table, "precision-table": precision_table, "int8-methods": int8_methods_table,
     "triton-sweep": triton_sweep,
     "bench-table": bench_table, "cpu-targets": cpu_targets,
+    "cpu-fast-path": _script_markdown("cpu_fast_path", "cpu_fast_path.json"), "prepost": _script_markdown("prepost", "prepost.json"),
 }
 
 

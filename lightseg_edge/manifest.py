@@ -318,6 +318,16 @@ class DeployManifest:
                 return precision
         return "fp32"
 
+    @property
+    def cpu_default(self) -> Optional[Tuple[str, int]]:
+        """(artifact key, threads; 0 for the runtime's own choice) that the export measured fastest on its CPU with
+        FP32's accuracy (``export.cpu_default``); None when it records none, or names an artifact it does not list."""
+        d = self.raw.get("cpu_default")
+        if not isinstance(d, dict) or d.get("artifact") not in self.artifacts:
+            return None
+        threads = d.get("threads")
+        return d["artifact"], threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else 0
+
     def artifact_for(self, path: Union[str, Path]) -> Optional[Artifact]:
         """The artifact entry whose file is ``path`` (None when the manifest does not list it)."""
         target = Path(path).resolve()

@@ -37,6 +37,16 @@ class Runtime(str, Enum):
     COREML = "coreml"
 
 
+class DeployForm(str, Enum):
+    """Which inference graph ``SegModel.deploy`` builds. Every form computes what the training form computes (up to
+    fp32 round-off); they differ in the operators chosen, because the fastest graph depends on the runtime (measured:
+    ``benchmarks/cpu_fast_path.py``). ``DEFAULT`` is the ONNX export's (ONNX Runtime, TensorRT and every target built
+    from that ONNX); ``OPENVINO`` is converted for OpenVINO where a model defines one."""
+
+    DEFAULT = "default"
+    OPENVINO = "openvino"
+
+
 # Normalisation modes, by what the paper's released pipeline feeds its network.
 NORMALIZE_MODES = ("minmax", "scale", "meanstd", "raw")
 # The largest network input side accepted anywhere (--img-size, a manifest's or checkpoint's preprocessing): 16x the

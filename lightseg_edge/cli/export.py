@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--embed-preprocess", action="store_true", help="also write each ONNX with the preprocessing and the sigmoid/"
                    "threshold inside the graph (uint8 NHWC image in, mask out: model[.<precision>].embedded.onnx), for "
                    "DeepStream's nvinfer and mobile apps; the same as adding 'embedded' to --formats")
+    p.add_argument("--no-cpu-default", dest="cpu_default", action="store_false",
+                   help="do not time the CPU artifacts at the end; by default the fastest one with FP32's accuracy (and its "
+                   "thread count) is recorded as the folder's CPU default, which load_predictor runs on a CPU")
     p.add_argument(
         "--from-onnx", metavar="FILE", help="start from an exported model.onnx (e.g. on the target device, to build the engine there)"
     )
@@ -130,6 +133,7 @@ def _config(args: argparse.Namespace):
         workspace_mb=args.workspace,
         output=args.output,
         data=args.data,
+        cpu_default=args.cpu_default,
         **optional,
     )
 

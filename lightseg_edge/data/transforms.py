@@ -6,7 +6,7 @@ trained on. Nothing here imports torch.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,16 +61,21 @@ def normalize_per_pixel(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def normalize(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """HxWx3 uint8 (already at network size) -> 3xHxW float32 normalised as ``cfg.mode`` says.
+def normalize(image: np.ndarray, cfg: PreprocessConfig, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """HxWx3 uint8 (already at network size) -> 3xHxW float32 normalised as ``cfg.mode`` says (into ``out`` if given).
 
     A lookup table per channel: 256 levels are computed instead of every pixel, with the same float32 operations,
-    so the result is bit-identical to normalising the whole image and a few times faster."""
+    so the result is bit-identical to normalising the whole image and a few times faster. Each channel plane is
+    looked up straight into its place in the CHW output (half the time of a lookup in HWC and a transposing copy)."""
     import cv2
 
     lo, hi = (float(image.min()), float(image.max())) if cfg.mode == "minmax" else (0.0, 255.0)
-    table = np.ascontiguousarray(_levels(cfg, lo, hi).T.reshape(1, 256, 3))
-    return np.ascontiguousarray(cv2.LUT(np.ascontiguousarray(image), table).transpose(2, 0, 1))
+    levels = _levels(cfg, lo, hi)
+    if out is None:
+        out = np.empty((3,) + image.shape[:2], np.float32)
+    for c, plane in enumerate(cv2.split(np.ascontiguousarray(image))):
+        cv2.LUT(plane, levels[c], dst=out[c])
+    return out
 
 
 def resize_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
@@ -91,15 +96,18 @@ def resize_mask(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-def preprocess(image: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """One RGB uint8 image of any size -> 3xHxW float32 network input."""
-    return normalize(resize_image(check_image(image), cfg.size), cfg)
+def preprocess(image: np.ndarray, cfg: PreprocessConfig, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """One RGB uint8 image of any size -> 3xHxW float32 network input (into ``out`` if given)."""
+    return normalize(resize_image(check_image(image), cfg.size), cfg, out)
 
 
 def preprocess_batch(images: Sequence[np.ndarray], cfg: PreprocessConfig) -> np.ndarray:
     if len(images) == 0:
         raise InvalidInputError("expected at least one image, got an empty batch")
-    return np.stack([preprocess(im, cfg) for im in images])
+    batch = np.empty((len(images), 3) + tuple(cfg.size), np.float32)
+    for im, slot in zip(images, batch):
+        preprocess(im, cfg, slot)
+    return batch
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -148,20 +156,11 @@ def logits_to_mask(logits: np.ndarray, out_size: Tuple[int, int], threshold: flo
         return proba_to_mask(sigmoid(lg), threshold)
     cut = float(np.log(threshold) - np.log1p(-threshold))
     band = 1e-3 * max(1.0, abs(cut))
-    mask, near = _above_and_near(np.ascontiguousarray(lg), cut, band)
-    if near.any():
-        mask[near] = sigmoid(lg[near]) >= threshold
-    return mask
-
-
-def _above_and_near(lg: np.ndarray, cut: float, band: float) -> Tuple[np.ndarray, np.ndarray]:
-    """(uint8 lg >= cut, bool |lg - cut| <= band). OpenCV's vectorised compare and range check are 4x faster than
-    numpy's on a 512x512 map (1.05 -> 0.26 ms for the whole mask); OpenCV reads an array of up to 4 values as a
-    scalar, so tiny maps take numpy's path."""
-    import cv2
-
-    if lg.size <= 4:
-        return (lg >= np.float32(cut)).astype(np.uint8), np.abs(lg - np.float32(cut)) <= band
-    above = cv2.compare(lg, cut, cv2.CMP_GE)  # 255 / 0
-    np.bitwise_and(above, 1, out=above)
-    return above, cv2.inRange(lg, cut - band, cut + band).astype(bool)
+    # Two comparisons bracket the band. When no logit falls inside it (the usual case), both give the mask; a bool
+    # array viewed as uint8 is the 0/1 mask itself, with no conversion pass.
+    above = lg > np.float32(cut + band)
+    maybe = lg >= np.float32(cut - band)
+    if np.count_nonzero(above) != np.count_nonzero(maybe):
+        near = np.flatnonzero(maybe != above)  # a few pixels: index them, not a full-size boolean mask
+        above.reshape(-1)[near] = sigmoid(lg.reshape(-1)[near]) >= threshold
+    return above.view(np.uint8)

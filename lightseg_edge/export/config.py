@@ -72,6 +72,7 @@ class ExportConfig:
     engine: str = "auto"
     formats: Tuple[str, ...] = DEFAULT_FORMATS
     progress: bool = True
+    cpu_default: bool = True  # time the CPU-runnable artifacts with FP32's accuracy; record the fastest (export.cpu_default)
     # The export's own PyTorch work is a handful of forward passes. With more than one OpenMP thread they stall when
     # other processes load the cores (2.4 s instead of 0.06 s per UCM-Net batch with a training job running on the
     # 2-core development machine), so one thread is the robust default.

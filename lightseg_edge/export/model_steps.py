@@ -50,6 +50,16 @@ def build_model(name: str, weights: Optional[str], seed: int):
     return train_form, deployed, record, params
 
 
+def deploy_form(train_form, form):
+    """A runtime-specific deploy form, built from a copy of the training form (``deploy`` may work in place)."""
+    import copy
+
+    model = copy.deepcopy(train_form).deploy(form)
+    if model is None or model.training:
+        raise ExportError("model", f"{train_form.name}.deploy({form.value!r}) must return the model in eval mode")
+    return model
+
+
 def copy_weights(train_form, name: str, record: dict, stage_dir: Path) -> dict:
     """A weights file given by path is copied into the folder as tensors only; the record keeps where it came from.
 

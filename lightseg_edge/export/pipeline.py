@@ -35,7 +35,7 @@ import os
 import platform
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
@@ -43,19 +43,19 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from .._version import __version__
 from ..errors import ExportConfigError
 from ..manifest import FORMAT, WEIGHTS_NAME, sha256_file
-from ..types import InputSpec, PreprocessConfig, Runtime
+from ..types import DeployForm, InputSpec, PreprocessConfig, Runtime
 from .accuracy import HeldoutScorer, VariantAccuracy
 from .config import ExportConfig, check_fields, check_img_size, default_output, validate
 from .keep import KeepDecision, KeepGate, KeepSpec, decide
 from .images import ImageSet, calibration_set, default_image_root, heldout_set, load_inputs, load_masks, selection_set
 from .metadata import deploy_metadata, embed_metadata
-from .model_steps import build_model, copy_weights, deploy_check, weights_licence
+from .model_steps import build_model, copy_weights, deploy_check, deploy_form, weights_licence
 from .onnx_source import check_input, check_makeable, engine_batch, intact, matching_manifest, preprocess_for, reusable
 from .parity import ParityReport
 from .staging import Staging, recover_output
 from .steps import StepLog, StepRecord
 from .target_flow import run_targets
-from .targets import TargetJob
+from .targets import Target, TargetJob
 
 log = logging.getLogger("lightseg_edge.export")
 
@@ -118,7 +118,13 @@ class Source:
     parity_report: Optional[ParityReport] = None
     metadata: Dict[str, Dict[str, str]] = field(default_factory=dict)  # precision -> lightseg.* ONNX metadata; none from an ONNX
     torch_model: Any = None  # the deploy form, for targets whose converter starts from PyTorch
+    train_model: Any = None  # the training form, for the runtime-specific deploy forms of the targets
     extra: Dict[str, Any] = field(default_factory=dict)  # manifest keys after "tools"
+
+    @property
+    def form(self) -> Optional[DeployForm]:
+        """The deploy form of ``fp32``; None when it is a given ONNX file (whatever form that holds)."""
+        return DeployForm.DEFAULT if self.torch_model is not None else None
 
 
 @dataclass
@@ -129,6 +135,7 @@ class _Made:
     paths: Dict[str, Path]  # where each ONNX variant is now
     names: List[str]  # files in the staging folder, synced to disk before the commit
     calibration: Optional[dict] = None
+    cpu_default: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -297,31 +304,40 @@ def _from_model(cfg: ExportConfig, plan: Plan, s: Path, steps: StepLog) -> Sourc
     licence = weights_licence(cfg.model, weights)
     return Source(
         fp32=fp32, names=(FILE_NAMES["fp32"],) + ((WEIGHTS_NAME,) if weights["source"] == WEIGHTS_NAME else ()), x=x,
-        model_name=cfg.model, weights=weights, parity=dict(parity.to_dict(), deploy_check=deploy), fp32_extra={"simplifier": used},
-        parity_report=parity, torch_model=model, extra={"parameters": params},
+        model_name=cfg.model, weights=weights, parity=dict(parity.to_dict(), deploy_check=deploy),
+        fp32_extra={"simplifier": used, **_form_field(DeployForm.DEFAULT)},
+        parity_report=parity, torch_model=model, train_model=train_form, extra={"parameters": params},
         metadata={p: deploy_metadata(cfg.model, p, plan.preprocess, plan.stride, weights, licence) for p in FILE_NAMES},
     )
 
 
-def _onnx_and_simplify(cfg: ExportConfig, spec: InputSpec, model, s: Path, steps: StepLog) -> str:
-    """The onnx and simplify steps; the simplifier that was used (onnxslim when onnxsim fails)."""
+def _form_field(form: Optional[DeployForm]) -> Dict[str, str]:
+    """The manifest field naming the deploy form an artifact was made from; none for an export from an ONNX file."""
+    return {} if form is None else {"deploy_form": form.value}
+
+
+def _onnx_and_simplify(cfg: ExportConfig, spec: InputSpec, model, s: Path, steps: StepLog, name: str = FILE_NAMES["fp32"],
+                       step: str = "") -> str:
+    """The onnx and simplify steps (``step`` suffixes their names); the simplifier that was used (onnxslim when
+    onnxsim fails)."""
     from .onnx_export import count_nodes, export_onnx
     from .simplify import simplify_onnx
 
+    raw = s / f"{Path(name).stem}.raw.onnx"
     steps.run(
-        "onnx",
-        lambda: export_onnx(model, s / "model.raw.onnx", spec, cfg.opset),
+        f"onnx{step}",
+        lambda: export_onnx(model, raw, spec, cfg.opset),
         lambda p: (
             f"opset {cfg.opset}, input {spec.name} {_shape(spec.shape)}, output {spec.output_name}, "
             f"{count_nodes(p)} nodes, onnx.checker ok"
         ),
     )
     _, used = steps.run(
-        "simplify",
-        lambda: simplify_onnx(s / "model.raw.onnx", s / FILE_NAMES["fp32"], cfg.simplifier),
+        f"simplify{step}",
+        lambda: simplify_onnx(raw, s / name, cfg.simplifier),
         lambda r: f"{r[0].name}: {r[1]}, {count_nodes(r[0])} nodes, onnx.checker ok",
     )
-    os.unlink(s / "model.raw.onnx")
+    os.unlink(raw)
     return used
 
 
@@ -377,6 +393,8 @@ def _run(cfg: ExportConfig, plan: Plan, steps: StepLog) -> ExportResult:
             _int8(run, made)
         if cfg.targets:
             _targets(run, made)
+        if cfg.cpu_default and run.scorer is not None:
+            made.cpu_default = _cpu_default(run, made)
         preflight, engine = _engine(run, made)
         if plan.in_place and plan.old is not None:
             _keep_earlier(plan, made)
@@ -460,7 +478,8 @@ def _fp16(run: _Shared, made: _Made) -> None:
     made.paths["fp16"] = path
     _score(run, path, "fp16")
     made.artifacts["fp16"] = _artifact(
-        run.stage, path.name, "fp16", run.src.metadata.get("fp16"), keep_io_types=True, overflow_check=r.to_dict(), keep=decision.to_dict()
+        run.stage, path.name, "fp16", run.src.metadata.get("fp16"), keep_io_types=True, overflow_check=r.to_dict(), keep=decision.to_dict(),
+        **_form_field(run.src.form),
     )
     made.names.append(path.name)
 
@@ -480,7 +499,8 @@ def _int8(run: _Shared, made: _Made) -> None:
         q = recount(q, keep_float(path, path, decision.kept))
     made.paths["int8"] = path
     _score(run, path, "int8")
-    quant = {"quantize_linear": q.quantize_linear, "per_channel_weights": q.per_channel_weights, "keep": decision.to_dict()}
+    quant = {"quantize_linear": q.quantize_linear, "per_channel_weights": q.per_channel_weights, "keep": decision.to_dict(),
+             **_form_field(run.src.form)}
     made.artifacts["int8"] = _artifact(run.stage, path.name, "int8", run.src.metadata.get("int8"), **quant)
     made.calibration = dict(q.calibration, list_file=CALIB_LIST)
     if plan.calib_overlap is not None:
@@ -495,10 +515,54 @@ def _targets(run: _Shared, made: _Made) -> None:
     cfg, plan = run.cfg, run.plan
     job = TargetJob(onnx_fp32=made.paths["fp32"], stage=run.stage, precisions=("fp32",) + cfg.precisions, preprocess=plan.preprocess,
                     input_spec=plan.spec, model_name=cfg.model, model=run.src.torch_model, calibration=plan.calib, progress=cfg.progress,
-                    keep=functools.partial(_decide_keep, run))
-    artifacts, files = run_targets(cfg.targets, job, run.steps, run.scorer)
+                    keep=functools.partial(_decide_keep, run), deploy_form=run.src.form)
+    forms: Dict[DeployForm, TargetJob] = {}
+
+    def job_for(target: Target) -> TargetJob:
+        form = run.src.train_model.form_for(target.runtime) if run.src.train_model is not None else DeployForm.DEFAULT
+        if form is DeployForm.DEFAULT:
+            return job
+        if form not in forms:
+            forms[form] = _form_job(run, job, form)
+        return forms[form]
+
+    try:
+        artifacts, files = run_targets(cfg.targets, job_for, run.steps, run.scorer)
+    finally:
+        for form_job in forms.values():  # a step's input, not an artifact: it must not reach the output folder
+            form_job.onnx_fp32.unlink(missing_ok=True)
     made.artifacts.update(artifacts)
     made.names += files
+
+
+def _form_job(run: _Shared, job: TargetJob, form: DeployForm) -> TargetJob:
+    """The job of the targets whose runtime has a deploy form of its own: that form, checked against the training form
+    on the parity images as the default one is, exported and simplified as the default one is."""
+    src, name = run.src, f".{form.value}-form.onnx"
+    model = run.steps.run(f"model-{form.value}", lambda: deploy_form(src.train_model, form), lambda m: f"{src.model_name} in the {form.value} deploy form")
+    x_par = src.x[: run.cfg.parity_images]
+    run.steps.run(f"deploy-check-{form.value}", lambda: deploy_check(src.train_model, model, x_par, run.plan.chunk),
+                  lambda d: f"deploy({form.value}) vs training form on {d['images']} real images: max|dlogit| {d['max_abs']:.2e}")
+    _onnx_and_simplify(run.cfg, run.plan.spec, model, run.stage, run.steps, name, f"-{form.value}")
+    return replace(job, onnx_fp32=run.stage / name, model=model, deploy_form=form)
+
+
+def _cpu_default(run: _Shared, made: _Made) -> Optional[dict]:
+    """The artifact and thread count that ran fastest here with FP32's accuracy (see ``export.cpu_default``)."""
+    from ..bench.environment import collect_environment
+    from ..bench.machine import usable_cores
+    from .cpu_default import candidates, choose
+
+    cores = usable_cores()
+    paths = {key: made.paths.get(key, run.stage / entry["path"]) for key, entry in made.artifacts.items()}  # in place: the folder's
+    cands = candidates(run.scorer.results, made.artifacts, paths, cores)
+    if len(cands) < 2:
+        run.steps.skip("cpu-default", "one CPU candidate only: nothing to choose")
+        return None
+    cpu = ((collect_environment().get("cpu") or {}).get("model"))
+    x = run.src.x[:1]
+    chosen = run.steps.run("cpu-default", lambda: choose(cands, x, run.plan.preprocess, cpu, cores), lambda d: d.summary())
+    return chosen.to_dict()
 
 
 def _engine(run: _Shared, made: _Made) -> Tuple[Optional[dict], _Engine]:
@@ -511,7 +575,7 @@ def _engine(run: _Shared, made: _Made) -> Tuple[Optional[dict], _Engine]:
     if engine.name is not None:
         # EngineInfo carries path and precision too; they are _artifact's own arguments, not extra fields
         info = {k: v for k, v in engine.info.to_dict().items() if k not in ("path", "precision")}
-        made.artifacts["engine"] = _artifact(run.stage, engine.name, precision, **info)
+        made.artifacts["engine"] = _artifact(run.stage, engine.name, precision, **info, **_form_field(run.src.form))
         made.names.append(engine.name)
         if run.scorer is not None:  # the engine on the GPU it was built on; written to TensorRT's API, not run here (no GPU)
             run.steps.run(f"accuracy-tensorrt-{precision}", lambda: run.scorer.score(
@@ -583,6 +647,7 @@ def _manifest(plan: Plan, src: Source, made: _Made, scorer: Optional[HeldoutScor
         "parity": src.parity,
         "calibration": made.calibration,
         "accuracy": scorer.to_dict() if scorer is not None else old.get("accuracy", {}),
+        "cpu_default": made.cpu_default,
         "tensorrt": (_trt_record(engine) or old.get("tensorrt")) if "engine" in made.artifacts else None,
         "tensorrt_preflight": preflight,
         "engine_build": {"status": "built" if engine.name else "skipped", "reason": engine.skipped, "command": engine.command},

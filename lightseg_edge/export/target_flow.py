@@ -8,7 +8,7 @@ not scored, with the reason.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import BackendUnavailableError
 from .._hashing import artifact_bytes, sha256_file
@@ -20,6 +20,8 @@ from .targets import BuiltArtifact, Target, TargetJob, get_target
 def _entry(job: TargetJob, art: BuiltArtifact) -> dict:
     path = job.stage / art.path
     entry = {"path": art.path, "precision": art.precision, "sha256": sha256_file(path), "bytes": artifact_bytes(path), **art.extra}
+    if job.deploy_form is not None:
+        entry["deploy_form"] = job.deploy_form.value
     if art.companions:
         entry["companions"] = [{"path": c, "sha256": sha256_file(job.stage / c)} for c in art.companions]
     return entry
@@ -30,12 +32,15 @@ def _acc_line(r: VariantAccuracy) -> str:
             f"mask agreement {r.agreement_dice:.4f}")
 
 
-def run_targets(names: Tuple[str, ...], job: TargetJob, steps: StepLog, scorer: Optional[HeldoutScorer]) -> Tuple[Dict[str, dict], List[str]]:
-    """(manifest artifact entries by key, file names to commit) for the targets ``names``."""
+def run_targets(names: Tuple[str, ...], job_for: Callable[[Target], TargetJob], steps: StepLog,
+                scorer: Optional[HeldoutScorer]) -> Tuple[Dict[str, dict], List[str]]:
+    """(manifest artifact entries by key, file names to commit) for the targets ``names``; ``job_for`` gives each
+    target its job (the deploy form its runtime runs best)."""
     artifacts: Dict[str, dict] = {}
     files: List[str] = []
     for name in names:
         target = get_target(name)
+        job = job_for(target)
         built = steps.run(name, lambda: target.build(job), lambda arts: ", ".join(f"{a.key}: {a.path}" for a in arts))
         reason = target.runnable()
         for art in built:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import ClassVar, FrozenSet, List, Tuple
 
 import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..types import DeployForm, Runtime
 from ._cfg import ModelConfig
 
 
@@ -40,6 +41,27 @@ class SegModel(nn.Module):
     def forward_train(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         return self(x), []
 
-    def deploy(self) -> "SegModel":
-        """The export form: eval mode, numerically equal to the training form. Models override to rewrite ops."""
+    #: the deploy forms this model builds besides ``DeployForm.DEFAULT`` (see :meth:`deploy`)
+    deploy_forms: ClassVar[FrozenSet[DeployForm]] = frozenset()
+
+    def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "SegModel":
+        """The export form: eval mode, numerically equal to the training form. Models override to rewrite ops, and
+        to build a graph tuned for one runtime when ``form`` names one of their ``deploy_forms``."""
+        self.check_form(form)
         return self.eval()
+
+    def check_form(self, form: DeployForm) -> DeployForm:
+        form = DeployForm(form)
+        if form is not DeployForm.DEFAULT and form not in self.deploy_forms:
+            raise ValueError(f"{self.name}: no {form.value!r} deploy form (it has: default"
+                             f"{''.join(', ' + f.value for f in sorted(self.deploy_forms, key=lambda f: f.value))})")
+        return form
+
+    @classmethod
+    def form_for(cls, runtime: Runtime) -> DeployForm:
+        """The deploy form an artifact for ``runtime`` is built from."""
+        try:
+            form = DeployForm(Runtime(runtime).value)
+        except ValueError:
+            return DeployForm.DEFAULT
+        return form if form in cls.deploy_forms else DeployForm.DEFAULT

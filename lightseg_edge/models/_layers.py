@@ -23,8 +23,8 @@ class ChannelLayerNorm2d(nn.Module):
     permutes: it exports as ReduceMean(axis 1) -> Sub -> Mul -> ReduceMean(axis 1) -> Add -> Sqrt -> Reciprocal (a Div
     on the (N, 1, H, W) statistics) -> Mul -> Mul -> Add, all in NCHW, instead of Transpose -> LayerNormalization ->
     Transpose. Every node is one that TensorRT 8.5's ONNX parser imports (it has no LayerNormalization), and OpenVINO
-    runs it faster than the Transpose form; the figures per runtime are in ``benchmarks/results/deploy_forms.md``.
-    Equal to ``LayerNorm2d`` up to fp32 round-off.
+    runs it faster than the Transpose form (``benchmarks/cpu_fast_path.py``, whose ``ort-baseline`` is the Transpose
+    form). Equal to ``LayerNorm2d`` up to fp32 round-off.
 
     ``weight`` and ``bias`` are the source module's own Parameters (shared, not copied), under the same names, so a
     model whose norms were swapped keeps its state dict and loads the same checkpoints.
@@ -80,27 +80,54 @@ def _cubic_x2_taps(a: float = -0.75) -> tuple[list[float], list[float]]:
     return even, even[::-1]
 
 
-class BicubicUpsample2x(nn.Module):
-    """``F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)`` as fixed-weight standard ops.
+class _PhaseUpsample2x(nn.Module):
+    """A separable x2 upsampling (align_corners=False, edges clamped as PyTorch clamps the sampled indices) as fixed
+    -weight standard ops: edge-replicate Pad, one depthwise KxK convolution computing the four output phases of every
+    channel, then depth-to-space. Exports as Pad(edge) + Conv + DepthToSpace."""
 
-    Edge-replicate padding (PyTorch clamps the sampled indices), one depthwise 5x5 convolution that computes the four
-    output phases of every channel (each phase is a 4x4 tap set inside the 5x5 window), then depth-to-space. Equal to
-    PyTorch's bicubic up to fp32 summation order (~1e-6). Exports as Pad(edge) + Conv + DepthToSpace, which ONNX
-    Runtime runs far faster than its cubic Resize and which TensorRT and other runtimes without a cubic mode accept.
-    """
-
-    def __init__(self, channels: int, a: float = -0.75) -> None:
+    def __init__(self, channels: int, even: list[float], odd: list[float]) -> None:
         super().__init__()
         self.channels = channels
-        even, odd = _cubic_x2_taps(a)
-        taps = torch.tensor([even + [0.0], [0.0] + odd], dtype=torch.float64)  # phase x 5 over the padded window
-        phases = torch.einsum("yi,xj->yxij", taps, taps).reshape(4, 1, 5, 5)  # phase = 2*dy + dx (pixel-shuffle order)
+        self.pad = len(even) // 2
+        taps = torch.tensor([even, odd], dtype=torch.float64)  # phase x K over the padded window
+        k = taps.shape[1]
+        phases = torch.einsum("yi,xj->yxij", taps, taps).reshape(4, 1, k, k)  # phase = 2*dy + dx (pixel-shuffle order)
         # A fixed operator, not a learnable parameter: kept out of state_dict so checkpoints stay layout-independent.
         self.register_buffer("weight", phases.repeat(channels, 1, 1, 1).float(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x, (2, 2, 2, 2), mode="replicate")
+        p = self.pad
+        x = F.pad(x, (p, p, p, p), mode="replicate")
         return F.pixel_shuffle(F.conv2d(x, self.weight, groups=self.channels), 2)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}"
+
+
+class BicubicUpsample2x(_PhaseUpsample2x):
+    """``F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)``: a depthwise 5x5 convolution whose
+    four phases are 4x4 tap sets inside the window. Equal to PyTorch's bicubic up to fp32 summation order (~1e-6);
+    ONNX Runtime runs it far faster than its cubic Resize, and TensorRT and other runtimes without a cubic mode accept it.
+    """
+
+    def __init__(self, channels: int, a: float = -0.75) -> None:
+        even, odd = _cubic_x2_taps(a)
+        super().__init__(channels, even + [0.0], [0.0] + odd)
+
+
+class BilinearUpsample2x(_PhaseUpsample2x):
+    """``F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)``: output 2i samples the input at
+    i - 0.25 (weights 1/4, 3/4 on i-1, i), output 2i+1 at i + 0.25 (3/4, 1/4 on i, i+1), as a depthwise 3x3
+    convolution. Exact dyadic weights; equal to PyTorch's bilinear up to fp32 summation order. OpenVINO runs it faster
+    than its linear Interpolate (ONNX Runtime does not: its Resize stays the better choice there)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, [0.25, 0.75, 0.0], [0.0, 0.75, 0.25])
+
+
+class Bilinear2x(nn.Module):
+    """``F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)`` as a module, so a deploy form can
+    swap it for :class:`BilinearUpsample2x` (no parameters: state dicts are unchanged)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)

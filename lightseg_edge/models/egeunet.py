@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..types import PaperClaims, PreprocessConfig, Recipe
+from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
 from ._layers import LayerNorm2d, channel_layer_norms
@@ -162,9 +162,10 @@ class EGEUNet(SegModel):
         ``GT_BceDiceLoss`` weights 0.1 .. 0.5."""
         return self._run(x, with_stages=True)
 
-    def deploy(self) -> "EGEUNet":
+    def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "EGEUNet":
         """Eval mode with every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (in place; Parameters shared, state dict
         unchanged): reductions over the channel axis instead of Transpose -> LayerNormalization -> Transpose."""
+        self.check_form(form)
         channel_layer_norms(self)
         return self.eval()
 

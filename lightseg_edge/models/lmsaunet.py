@@ -24,7 +24,8 @@ exactly equivalent for thresholding, probabilities and the released cross-entrop
   ``BicubicUpsample2x`` (Pad + depthwise Conv + DepthToSpace) instead of a cubic ``Resize``, which ONNX Runtime's CPU
   kernel runs about 17x slower than PyTorch and many runtimes lack;
 - the spatial gate's channel mean as a (1 x C) MatMul and its channel max as a tree of elementwise Max, both much
-  cheaper in ONNX Runtime than ReduceMean/ReduceMax over the channel axis.
+  cheaper in ONNX Runtime than ReduceMean/ReduceMax over the channel axis. OpenVINO is the other way round (the
+  MatMul/Max form runs about twice as slow there), so ``deploy(DeployForm.OPENVINO)`` keeps plain ReduceMean/ReduceMax.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..types import PaperClaims, PreprocessConfig, Recipe
+from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
 from ._layers import BicubicUpsample2x
@@ -175,11 +176,13 @@ def _channel_max(y: torch.Tensor, channels: int) -> torch.Tensor:
 
 class _DeployDualAttention(nn.Module):
     """DualAttention with the channel mean as a (1 x C) matrix product and the channel max as a max tree: the same
-    values (the mean up to summation order) at a fraction of ONNX Runtime's channel-axis ReduceMean/ReduceMax cost."""
+    values (the mean up to summation order) at a fraction of ONNX Runtime's channel-axis ReduceMean/ReduceMax cost.
+    With ``reduce`` (the OpenVINO form) the plain channel mean and max, which OpenVINO runs faster."""
 
-    def __init__(self, src: DualAttention, channels: int) -> None:
+    def __init__(self, src: DualAttention, channels: int, reduce: bool = False) -> None:
         super().__init__()
         self.channels = channels
+        self.reduce = reduce
         self.eca = copy.deepcopy(src.eca)
         self.spatial = copy.deepcopy(src.spatial)
         self.alpha = nn.Parameter(src.alpha.detach().clone(), requires_grad=False)
@@ -191,15 +194,19 @@ class _DeployDualAttention(nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(y, 1).squeeze(-1).transpose(1, 2)
         w_c = torch.sigmoid(self.eca(pooled)).transpose(1, 2).unsqueeze(-1)
-        mean = torch.matmul(self.mean_weight, y.flatten(2)).view(y.shape[0], 1, y.shape[2], y.shape[3])
-        w_s = torch.sigmoid(self.spatial(torch.cat([mean, _channel_max(y, self.channels)], 1)))
+        if self.reduce:
+            mean, peak = y.mean(1, keepdim=True), y.amax(1, keepdim=True)
+        else:
+            mean = torch.matmul(self.mean_weight, y.flatten(2)).view(y.shape[0], 1, y.shape[2], y.shape[3])
+            peak = _channel_max(y, self.channels)
+        w_s = torch.sigmoid(self.spatial(torch.cat([mean, peak], 1)))
         return y * (self.alpha * w_c + self.beta * w_s)
 
 
 class _DeployECDF(nn.Module):
     """ECDF with BN folded, the channel split removed and (for decoders) the squeeze moved before the upsampling."""
 
-    def __init__(self, src: ECDF, c_up: int = 0) -> None:
+    def __init__(self, src: ECDF, c_up: int = 0, reduce: bool = False) -> None:
         super().__init__()
         mid, half, k = src.c_out // src.n, src.c_out // (2 * src.n), (src.n - 2) // 2
         even_odd = torch.cat([torch.arange(0, mid, 2), torch.arange(1, mid, 2)])
@@ -223,7 +230,7 @@ class _DeployECDF(nn.Module):
         old_index = [i for j in range(k + 1) for i in [*range(j * half, (j + 1) * half), *range((k + 1 + j) * half, (k + 2 + j) * half)]]
         ew, eb = src.expand.fused()
         self.expand = _frozen_conv(ew[:, old_index], eb)
-        self.attn = _DeployDualAttention(src.attn, src.c_out)
+        self.attn = _DeployDualAttention(src.attn, src.c_out, reduce)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if self.c_up:
@@ -239,18 +246,18 @@ class _DeployECDF(nn.Module):
 
 
 class _DeployDecoderStage(nn.Module):
-    def __init__(self, src: _DecoderStage) -> None:
+    def __init__(self, src: _DecoderStage, reduce: bool = False) -> None:
         super().__init__()
-        self.block = _DeployECDF(src.block, c_up=src.c_up)
+        self.block = _DeployECDF(src.block, c_up=src.c_up, reduce=reduce)
 
     def forward(self, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.block(low, skip)
 
 
 class _DeployEncoderStage(nn.Module):
-    def __init__(self, src: ECDF) -> None:
+    def __init__(self, src: ECDF, reduce: bool = False) -> None:
         super().__init__()
-        self.block = _DeployECDF(src)
+        self.block = _DeployECDF(src, reduce=reduce)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
@@ -273,6 +280,7 @@ class LMSAUnet(SegModel):
         self.decoders = nn.ModuleList(_DecoderStage(u, c, c, n) for u, c in zip(ups, widths))
         self.head: nn.Module = _LogitDiffHead(widths[0])
         self.deployed = False
+        self.form = DeployForm.DEFAULT
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
@@ -285,20 +293,26 @@ class LMSAUnet(SegModel):
             x = dec(x, skips.pop())
         return self.head(x)
 
-    def deploy(self) -> LMSAUnet:
+    deploy_forms = frozenset({DeployForm.OPENVINO})
+
+    def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> LMSAUnet:
         """An eval-mode copy for export (BN folded, no channel slices, exact conv-based bicubic); see the module doc.
 
         The training-form model is left untouched; the copy's parameters are frozen derived values.
         """
+        form = self.check_form(form)
         if self.deployed:
+            if form is not self.form:
+                raise ValueError(f"{self.name}: already deployed in the {self.form.value!r} form; deploy the training form")
             return self.eval()
+        reduce = form is DeployForm.OPENVINO
         model = copy.deepcopy(self)
         with torch.no_grad():
-            model.encoders = nn.ModuleList(_DeployEncoderStage(e) for e in self.encoders)
-            model.decoders = nn.ModuleList(_DeployDecoderStage(d) for d in self.decoders)
+            model.encoders = nn.ModuleList(_DeployEncoderStage(e, reduce) for e in self.encoders)
+            model.decoders = nn.ModuleList(_DeployDecoderStage(d, reduce) for d in self.decoders)
             hw, hb = self.head.conv.weight, self.head.conv.bias
             model.head = _frozen_conv(hw[1:2] - hw[0:1], hb[1:2] - hb[0:1])
-        model.deployed = True
+        model.deployed, model.form = True, form
         return model.eval()
 
 

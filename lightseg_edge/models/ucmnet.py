@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..types import PaperClaims, PreprocessConfig, Recipe
+from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import LayerNorm2d, channel_layer_norms
+from ._layers import Bilinear2x, BilinearUpsample2x, LayerNorm2d, channel_layer_norms
 from ._registry import register_model
 
 __all__ = ["UCMNet"]
@@ -92,10 +92,10 @@ class _DecoderUp(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 1)
         self.norm = nn.GroupNorm(4, c_out)
+        self.up = Bilinear2x()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.conv(x))
-        return F.relu(F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False))
+        return F.relu(self.up(self.norm(self.conv(x))))
 
 
 class UCMNet(SegModel):
@@ -110,6 +110,7 @@ class UCMNet(SegModel):
         self.dec_blocks = nn.ModuleList(nn.Sequential(UCMBlock(c), LayerNorm2d(c)) for c in rev[1:])
         self.stage_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in rev[1:])
         self.head = nn.Conv2d(dims[0], 3, 1)
+        self.head_up = Bilinear2x()
         self.final = nn.Conv2d(3, 1, 1)
 
     def _run(self, x: torch.Tensor, with_stages: bool) -> Tuple[torch.Tensor, List[torch.Tensor]]:
@@ -125,7 +126,7 @@ class UCMNet(SegModel):
             if with_stages:
                 stages.append(head(F.interpolate(h, size=size, mode="bilinear", align_corners=True)))
             h = block(h)
-        h = F.relu(F.interpolate(self.head(h), scale_factor=2.0, mode="bilinear", align_corners=False))
+        h = F.relu(self.head_up(self.head(h)))
         return self.final(h), stages
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,9 +136,21 @@ class UCMNet(SegModel):
         """Final logits and the five stage logits, deepest (8x8 level) first, as the group loss expects."""
         return self._run(x, with_stages=True)
 
-    def deploy(self) -> "UCMNet":
+    deploy_forms = frozenset({DeployForm.OPENVINO})
+
+    def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "UCMNet":
         """Eval mode with every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (in place; Parameters shared, state dict
-        unchanged): reductions over the channel axis instead of Transpose -> LayerNormalization -> Transpose."""
+        unchanged): reductions over the channel axis instead of Transpose -> LayerNormalization -> Transpose.
+
+        ``DeployForm.OPENVINO`` also makes the six bilinear x2 upsamplings ``BilinearUpsample2x`` (Pad + depthwise
+        Conv + DepthToSpace), which OpenVINO runs faster than its Interpolate and ONNX Runtime slower than its Resize.
+        """
+        if self.check_form(form) is DeployForm.OPENVINO:
+            for parent in [*self.ups, self]:
+                name = "up" if parent is not self else "head_up"
+                channels = parent.conv.out_channels if parent is not self else self.head.out_channels
+                if isinstance(getattr(parent, name), Bilinear2x):
+                    setattr(parent, name, BilinearUpsample2x(channels))
         channel_layer_norms(self)
         return self.eval()
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..types import PaperClaims, PreprocessConfig, Recipe
+from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
 from ._registry import register_model
@@ -84,10 +84,11 @@ class UNet(SegModel):
             h = dec(h, skips.pop())
         return self.head(h)
 
-    def deploy(self) -> "UNet":
+    def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "UNet":
         """Eval mode with each BatchNorm folded into its conv (in place; the model stops being trainable).
 
         The ONNX exporter folds them anyway; this saves the PyTorch runtime 18 normalisation passes."""
+        self.check_form(form)
         self.eval()
         for m in self.modules():
             if isinstance(m, _DoubleConv):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from ..types import PaperClaims, PreprocessConfig, Recipe
+from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
 from ._layers import LayerNorm2d, channel_layer_norms
@@ -123,12 +123,13 @@ class UNeXtS(SegModel):
                 h = self.dec_blocks[i](h)
         return self.final(F.relu(_up2(self.decoder5(h))))
 
-    def deploy(self) -> "UNeXtS":
+    def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "UNeXtS":
         """Eval mode with each BatchNorm folded into the conv before it (in place; the model stops being trainable),
         and every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (Parameters shared): reductions over the channel axis
         instead of Transpose -> LayerNormalization -> Transpose.
 
         The ONNX exporter folds the BatchNorms anyway; this makes the PyTorch runtime skip eight normalisation passes."""
+        self.check_form(form)
         self.eval()
         channel_layer_norms(self)
         for seqs in (self.encoders, self.decoders):

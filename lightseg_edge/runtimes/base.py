@@ -13,6 +13,7 @@ thread. For parallel throughput, create one predictor per thread.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import threading
 from collections import abc
@@ -75,6 +76,19 @@ def _check_threshold(threshold: float) -> float:
     return t
 
 
+@functools.lru_cache(maxsize=None)
+def _single_threaded_opencv() -> None:
+    """OpenCV's thread pool is switched off once a predictor exists (as Ultralytics does at import). The images a
+    predictor resizes are small, and OpenCV's worker threads compete with the runtime's own (ONNX Runtime's keep
+    spinning after each run): on 2 cores predict() took 1.15x inference alone with the pool, 1.11x without it
+    (benchmarks/prepost.py, UCM-Net, 512x512). ``cv2.setNumThreads(n)`` afterwards sets it back."""
+    try:
+        import cv2
+    except ImportError:  # OpenCV is a dependency; a broken install fails where it is used, with its own error
+        return
+    cv2.setNumThreads(1)
+
+
 class BasePredictor:
     """Shared behaviour; adapters implement ``_infer(batch) -> logits`` and ``_close()``.
 
@@ -108,6 +122,7 @@ class BasePredictor:
         self._max_batch = self._static_batch or max_batch_size
         self._lock = threading.Lock()
         self._closed = False
+        _single_threaded_opencv()
 
     # -- description -------------------------------------------------------------------------------------------
     @property

@@ -6,7 +6,10 @@ Sources, and the runtime ``runtime="auto"`` picks for each:
 source                                  auto runtime
 ======================================  ===================================================================
 export folder (``manifest.json``)       tensorrt if the folder has an engine, TensorRT and a CUDA binding are
-                                        installed and the device is not ``cpu``; else onnxruntime on the
+                                        installed and the device is not ``cpu``; else, without ``precision``,
+                                        the export's measured CPU default (``cpu_default``: the artifact and
+                                        thread count that ran fastest with FP32's accuracy where it was
+                                        exported) if its runtime is installed; else onnxruntime on the
                                         artifact ``precision`` selects (by default the export's headline
                                         precision, the lowest it holds: what its folder is named after)
 ``.onnx`` file                          onnxruntime (preprocessing from the manifest beside it, or the
@@ -53,7 +56,8 @@ from ..manifest import (MANIFEST_NAME, Artifact, DeployManifest, ManifestError, 
                         verify_artifact, weights_file)
 from ..types import InputSpec, Precision, PreprocessConfig, Runtime
 from .base import BasePredictor
-from .registry import RUNTIMES, RuntimeSpec, artifact_key, check_options, get_runtime, known_suffixes, runtime_for_suffix
+from .registry import (RUNTIMES, RuntimeSpec, artifact_key, check_options, get_runtime, known_suffixes, runtime_for_artifact,
+                       runtime_for_suffix)
 
 PYTORCH = RUNTIMES[Runtime.PYTORCH]
 ONNXRUNTIME = RUNTIMES[Runtime.ONNXRUNTIME]
@@ -215,6 +219,22 @@ def _pick_folder_runtime(man: DeployManifest, device: Optional[str], precision: 
     return ONNXRUNTIME
 
 
+def _cpu_default(man: DeployManifest, device: Optional[str], spec: RuntimeSpec,
+                 options: Dict[str, Any]) -> Tuple[RuntimeSpec, Optional[Precision], Dict[str, Any]]:
+    """The artifact and thread count the export measured fastest on its CPU with FP32's accuracy (manifest
+    ``cpu_default``), where its runtime can run here; the given ``threads=`` wins. Otherwise ``spec`` unchanged."""
+    picked = man.cpu_default
+    if picked is None or (device is not None and device != "cpu"):
+        return spec, None, options
+    key, threads = picked
+    chosen = runtime_for_artifact(key)
+    if chosen is None or chosen.unusable_reason("cpu") is not None:
+        return spec, None, options
+    if threads and "threads" in chosen.options and options.get("threads") is None:
+        options = dict(options, threads=threads)
+    return chosen, Precision(man.artifacts[key].effective_precision), options
+
+
 def _exported_weights(man: DeployManifest) -> Path:
     """The weights file the export was made from, inside the folder and matching its sha256 (see weights_file)."""
     path = weights_file(man.folder, man.raw)
@@ -259,7 +279,10 @@ def _from_folder(folder: Path, spec: Optional[RuntimeSpec], device: Optional[str
     man = read_deploy_manifest(folder)
     _check_model_option(man, options)
     precision = _precision(options.get("precision"))
-    spec = spec or _pick_folder_runtime(man, device, precision)
+    if spec is None:
+        spec = _pick_folder_runtime(man, device, precision)
+        if spec is ONNXRUNTIME and precision is None:
+            spec, precision, options = _cpu_default(man, device, spec, options)
     check_options(spec, options)
     pre = _preprocess_option(options.get("preprocess")) or man.preprocess
     if pre is None:

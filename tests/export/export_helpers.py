@@ -118,6 +118,7 @@ def small_config(sample_dir: Path, out: Optional[Path], **kw):
         fp16_check_images=2,
         calib_images=4,
         progress=False,
+        cpu_default=False,  # timed only where a test asks for it (tests/export/test_cpu_default.py)
     )
     base.update(kw)
     return ExportConfig(**base)

@@ -162,3 +162,22 @@ def test_the_build_sends_no_telemetry(onnx_export, sample_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "['openvino-fp32', 'openvino-int8']" in res.stdout and "consent False" in res.stdout
 
+
+
+def test_export_converts_the_openvino_deploy_form_and_records_each_form(sample_dir, tmp_path):
+    """UCM-Net has an OpenVINO deploy form (bilinear x2 as depthwise conv + DepthToSpace): the IR is converted from it,
+    checked against the training form, and the manifest names the form of every artifact. Its intermediate ONNX is
+    not left in the folder."""
+    from lightseg_edge.export import export
+    from lightseg_edge.manifest import read_manifest
+
+    out = tmp_path / "forms"
+    export(small_config(sample_dir, out, model=MODEL, img_size=export_size(MODEL), formats=("onnx", "openvino")))
+    arts = read_manifest(out)["artifacts"]
+    assert arts["fp32"]["deploy_form"] == "default" and arts["openvino-fp32"]["deploy_form"] == "openvino"
+    types = {op.get_type_name() for op in _ops(out / arts["openvino-fp32"]["path"])}
+    assert "DepthToSpace" in types and "Interpolate" not in types
+    import onnx
+
+    assert "Resize" in {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}  # ONNX Runtime's form keeps Resize
+    assert not list(out.glob(".*form*")) and not list(out.glob("*.raw.onnx"))

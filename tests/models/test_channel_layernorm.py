@@ -3,7 +3,7 @@
 over the channel axis, in NCHW). Checked for every registry model that has a ``LayerNorm2d``: same outputs on real
 images, same state dict, and an exported graph without the Transpose + LayerNormalization pattern.
 
-Speed is measured by benchmarks/deploy_forms.py, not here."""
+Speed is measured by benchmarks/cpu_fast_path.py, not here."""
 
 from __future__ import annotations
 

@@ -34,6 +34,8 @@ class TargetJob:
     # keep(precision, candidates, build, runtime, variant) -> export.keep.KeepDecision: the --<precision>-keep choice,
     # build(kept, path) writing a trial variant that ``runtime`` scores on the selection images. None: nothing kept.
     keep: Optional[Callable[..., Any]] = None
+    # the deploy form ``onnx_fp32`` and ``model`` hold (recorded with each artifact); None: a given ONNX file's own
+    deploy_form: Optional[Any] = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,116 @@
+"""The export's CPU default: which artifact, and how many threads, ``load_predictor(folder)`` runs on a CPU.
+
+Chosen by measurement at the end of an export, on the machine that runs it: every artifact that runs on this CPU and
+keeps FP32's accuracy on the held-out images (mask agreement with the FP32 ONNX of at least ``MIN_AGREEMENT``, so
+an INT8 model that flips pixels is never picked for speed) is timed with each thread count from 1 to the usable
+cores, batch 1 on one held-out image, the candidates interleaved in rounds (reversed every other round) so that a
+change of machine speed between rounds does not pick the winner. The fastest median of round medians wins; the
+manifest records it with every candidate's figure and the CPU it was measured on (``cpu_default``), and
+``load_predictor`` follows it when the runtime is ``auto`` and no TensorRT engine is used; ``runtime=``,
+``precision=`` and ``threads=`` override it. On another kind of machine the choice may not be the fastest: re-export
+there, or benchmark with ``lightseg-bench --export-dir``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..runtimes.registry import RUNTIMES
+from ..types import PreprocessConfig, Runtime
+
+MIN_AGREEMENT = 0.999  # mask Dice against the FP32 ONNX on the held-out images: FP32's accuracy, not a trade
+ROUNDS, ITERS, WARMUP = 5, 15, 5
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: str  # manifest artifact key
+    runtime: Runtime
+    precision: str
+    path: Path
+    threads: int  # 0: the runtime takes no threads= option (its own choice)
+
+
+@dataclass(frozen=True)
+class CpuDefault:
+    artifact: str
+    runtime: str
+    precision: str
+    threads: int
+    cpu: Optional[str]
+    cores: int
+    rounds: int
+    iters: int
+    timings_ms: Dict[str, float]  # "<artifact>@<threads>" -> median of round medians, batch 1
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        best = self.timings_ms[f"{self.artifact}@{self.threads}"]
+        others = ", ".join(f"{k} {v:.2f}" for k, v in self.timings_ms.items())
+        return f"{self.artifact} ({self.runtime}) with {self.threads} thread(s): {best:.2f} ms (all, ms: {others})"
+
+
+def candidates(results: Dict[str, Any], artifacts: Dict[str, dict], paths: Dict[str, Path], cores: int) -> List[Candidate]:
+    """The scored artifacts (``paths``: where each is now) with FP32's accuracy, each with every thread count from 1
+    to ``cores``."""
+    out = []
+    for key, res in results.items():
+        entry = artifacts.get(key)
+        if entry is None or key not in paths or res.agreement_dice < MIN_AGREEMENT or res.worst_agreement < MIN_AGREEMENT - 0.01:
+            continue  # an extra scored setting (OpenVINO bf16 hint) has no artifact of its own
+        runtime = Runtime(res.runtime)
+        threads = range(1, cores + 1) if "threads" in RUNTIMES[runtime].options else (0,)  # 0: the runtime's own choice
+        out += [Candidate(key, runtime, entry["precision"], paths[key], t) for t in threads]
+    return out
+
+
+def _median_ms(fn: Callable[[], Any], iters: int) -> float:
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e6
+
+
+def time_interleaved(calls: Dict[str, Callable[[], Any]], rounds: int = ROUNDS, iters: int = ITERS, warmup: int = WARMUP) -> Dict[str, float]:
+    """Median of round medians (ms) of each call; the calls alternate within a round, reversed every other round."""
+    names = list(calls)
+    for n in names:
+        for _ in range(warmup):
+            calls[n]()
+    per: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            per[n].append(_median_ms(calls[n], iters))
+    return {n: statistics.median(v) for n, v in per.items()}
+
+
+def choose(cands: Sequence[Candidate], x: np.ndarray, preprocess: PreprocessConfig, cpu: Optional[str], cores: int,
+           rounds: int = ROUNDS, iters: int = ITERS) -> Optional[CpuDefault]:
+    """Time every candidate on ``x`` (one preprocessed image, batch 1) and return the fastest; None without any."""
+    if not cands:
+        return None
+    predictors: Dict[str, Any] = {}
+    try:
+        for c in cands:
+            cls = RUNTIMES[c.runtime].predictor_class()
+            options = {"threads": c.threads} if c.threads else {}
+            predictors[f"{c.key}@{c.threads}"] = cls(c.path, preprocess, device="cpu", precision=c.precision, **options)
+        calls = {name: (lambda p=p: p.infer(x)) for name, p in predictors.items()}
+        timings = time_interleaved(calls, rounds, iters)
+    finally:
+        for p in predictors.values():
+            p.close()
+    best_name = min(timings, key=timings.get)
+    best = next(c for c in cands if f"{c.key}@{c.threads}" == best_name)
+    return CpuDefault(best.key, best.runtime.value, best.precision, best.threads, cpu, cores, rounds, iters,
+                      {k: round(v, 3) for k, v in timings.items()})

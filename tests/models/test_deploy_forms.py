@@ -1,0 +1,102 @@
+"""Every deploy form of every registry model computes what the training form computes: on the committed ISIC sample
+images, max |logit difference| <= 1e-4 and not one mask pixel flipped, in PyTorch and once exported (the OpenVINO
+form run by OpenVINO). Which form is faster where is measured by benchmarks/cpu_fast_path.py, not here."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightseg_edge.data.io import read_image
+from lightseg_edge.data.transforms import preprocess
+from lightseg_edge.models import create_model, get_model_config, list_models
+from lightseg_edge.models._weights import has_pretrained
+from lightseg_edge.types import DeployForm, Runtime
+
+ATOL = 1e-4
+CASES = [(name, form) for name in list_models() for form in sorted(type(create_model(name)).deploy_forms, key=lambda f: f.value)]
+
+
+def _model(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, pretrained=has_pretrained(name)).eval()
+
+
+@pytest.fixture(scope="module")
+def images(sample_dir: Path):
+    paths = sorted((sample_dir / "images").iterdir())
+    assert len(paths) == 8
+    return [read_image(p) for p in paths]
+
+
+def _batch(name: str, images) -> torch.Tensor:
+    return torch.from_numpy(np.stack([preprocess(im, get_model_config(name).preprocess) for im in images]))
+
+
+def test_the_cpu_forms_exist_where_they_were_measured_to_pay():
+    assert {name for name, _ in CASES} >= {"ucmnet", "lmsaunet", "lmsaunet_n32"}
+    assert all(form is not DeployForm.DEFAULT for _, form in CASES)
+
+
+@pytest.mark.parametrize("name,form", CASES)
+def test_form_equals_training_form_on_real_images(name, form, images):
+    train = _model(name)
+    deployed = copy.deepcopy(train).deploy(form)
+    assert not deployed.training
+    x = _batch(name, images)
+    with torch.no_grad():
+        a, b = train(x), deployed(x)
+    assert (a.double() - b.double()).abs().max().item() <= ATOL
+    assert torch.equal(a > 0, b > 0), "a mask pixel flipped"
+
+
+@pytest.mark.parametrize("name,form", [(n, f) for n, f in CASES if not hasattr(create_model(n), "deployed")])
+def test_in_place_form_keeps_the_state_dict(name, form):
+    """Forms made in place (lmsaunet's deploy() builds a folded copy instead) still load training checkpoints."""
+    train = _model(name)
+    deployed = copy.deepcopy(train).deploy(form)
+    assert deployed.state_dict().keys() == train.state_dict().keys()
+    deployed.load_state_dict(train.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("name,form", CASES)
+def test_exported_form_runs_the_same_in_its_runtime(name, form, images, tmp_path):
+    """The form's ONNX, converted and run by OpenVINO f32 exactly as the openvino target does, against PyTorch."""
+    pytest.importorskip("onnx")
+    ov = pytest.importorskip("openvino")
+    from lightseg_edge.export.onnx_export import export_onnx, input_spec
+
+    assert Runtime(form.value) is Runtime.OPENVINO
+    train = _model(name)
+    deployed = copy.deepcopy(train).deploy(form)
+    x = _batch(name, images[:4])
+    path = export_onnx(deployed, tmp_path / "form.onnx", input_spec(1, get_model_config(name).input_size, False), opset=17)
+    compiled = ov.Core().compile_model(ov.convert_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.concatenate([compiled(x[i:i + 1].numpy())[0] for i in range(len(x))])
+    with torch.no_grad():
+        want = train(x).numpy()
+    assert np.abs(got - want).max() <= 1e-3
+    assert np.array_equal(got > 0, want > 0)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_unknown_form_is_refused_and_form_for_maps_runtimes(name):
+    model = create_model(name)
+    cls = type(model)
+    for runtime in Runtime:
+        form = cls.form_for(runtime)
+        assert form is DeployForm.DEFAULT or (form.value == runtime.value and form in cls.deploy_forms)
+    missing = [f for f in DeployForm if f is not DeployForm.DEFAULT and f not in cls.deploy_forms]
+    for form in missing:
+        with pytest.raises(ValueError, match="deploy form"):
+            model.deploy(form)
+
+
+def test_a_deployed_lmsaunet_does_not_silently_change_form():
+    model = create_model("lmsaunet").deploy()
+    with pytest.raises(ValueError, match="already deployed"):
+        model.deploy(DeployForm.OPENVINO)
