@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -69,15 +69,6 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--out", default="bench-results")
     p.add_argument("--export-to", help=argparse.SUPPRESS)  # the child process: export into this folder and exit
     return p.parse_args(argv)
-
-
-def _median_ms(fn: Callable[[], Any], iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1e6
 
 
 def _sample_batch(name: str) -> np.ndarray:
@@ -110,7 +101,6 @@ def _export_child(folder: Path, models: List[str], seed: int) -> Dict[str, Any]:
     from lightseg_edge.export.simplify import simplify_onnx
     from lightseg_edge.models import create_model, get_model_config
     from lightseg_edge.models._weights import has_pretrained
-    from lightseg_edge.types import DeployForm
 
     info: Dict[str, Any] = {}
     for name in models:
@@ -169,20 +159,16 @@ def _accuracy(preds: Dict[str, Any], images: np.ndarray, ref: np.ndarray) -> Dic
 
 def _interleaved(preds: Dict[str, Any], batch: np.ndarray, args: argparse.Namespace) -> Dict[str, Any]:
     from lightseg_edge.bench.machine import load_between, snapshot
+    from lightseg_edge.bench.timing import interleaved_rounds
 
     iters = max(5, args.iters // len(batch))  # about the same time per round at batch 8 as at batch 1
 
-    names = list(preds)
-    for n in names:
-        for _ in range(args.warmup):
-            preds[n].infer(batch)
-    rounds: Dict[str, List[float]] = {n: [] for n in names}
+    calls = {n: (lambda p=p: p.infer(batch)) for n, p in preds.items()}
     before = snapshot()
-    for r in range(args.rounds):
-        for n in (names if r % 2 == 0 else names[::-1]):
-            rounds[n].append(_median_ms(lambda: preds[n].infer(batch), iters) / len(batch))
+    per = interleaved_rounds(calls, args.rounds, iters, args.warmup)
     load = load_between(before, snapshot(), threads=args.threads)
-    base = names[0]
+    rounds = {n: [ms / len(batch) for ms in v] for n, v in per.items()}
+    base = next(iter(preds))
     return {"rounds_ms": rounds, "median_ms": {n: statistics.median(v) for n, v in rounds.items()},
             "ratio": {n: statistics.median(b / a for a, b in zip(rounds[base], v)) for n, v in rounds.items()},
             "ratio_range": {n: [min(b / a for a, b in zip(rounds[base], v)), max(b / a for a, b in zip(rounds[base], v))]

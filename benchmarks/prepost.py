@@ -27,9 +27,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -53,15 +52,6 @@ def _float_path(predictor, image: np.ndarray, threshold: float = 0.5) -> np.ndar
     cfg = predictor.preprocess_config
     batch = normalize_per_pixel(resize_image(image, cfg.size), cfg)[None]
     return proba_to_mask(logits_to_proba(predictor.infer(batch)[0], image.shape[:2]), threshold)
-
-
-def _median_ms(fn: Callable[[], Any], iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1e6
 
 
 def _paired(rounds: Dict[str, List[float]], name: str) -> float:
@@ -107,6 +97,7 @@ def markdown(result: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
     from lightseg_edge.bench.machine import load_between, snapshot
+    from lightseg_edge.bench.timing import interleaved_rounds
     from lightseg_edge.bench.report import atomic_write
     from lightseg_edge.data.transforms import preprocess_batch
 
@@ -123,13 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 same = bool(np.array_equal(pred.predict(image), _float_path(pred, image)))
                 variants = {"infer": lambda: pred.infer(batch), "predict": lambda: pred.predict(image),
                             "predict (float path)": lambda: _float_path(pred, image)}
-                for fn in variants.values():
-                    _median_ms(fn, 5)  # warm-up
-                rounds: Dict[str, List[float]] = {k: [] for k in variants}
                 before = snapshot()
-                for r in range(args.rounds):
-                    for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
-                        rounds[name].append(_median_ms(variants[name], args.iters))
+                rounds = interleaved_rounds(variants, args.rounds, args.iters, warmup=5)
                 load = load_between(before, snapshot())
                 med = {k: statistics.median(v) for k, v in rounds.items()}
                 result["models"][model] = {"weights": weights, "masks_identical": same, "rounds_ms": rounds, "median_ms": med,

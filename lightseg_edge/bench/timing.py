@@ -19,6 +19,7 @@ continue until their summed time reaches ``min_time`` seconds *and* at least ``m
 from __future__ import annotations
 
 import gc
+import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -188,3 +189,28 @@ def time_end_to_end(predictor: Any, images: List[Any], cfg: TimingConfig, timer:
         image = images[0]
         return run_timed(lambda: predictor.predict(image), cfg, 1, timer)
     return run_timed(lambda: predictor.predict_batch(images), cfg, len(images), timer)
+
+
+def median_ms(fn: Callable[[], Any], iters: int) -> float:
+    """The median wall time of ``iters`` calls of ``fn``, in milliseconds."""
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter_ns()
+        fn()
+        times.append(time.perf_counter_ns() - t0)
+    return statistics.median(times) / 1e6
+
+
+def interleaved_rounds(calls: Dict[str, Callable[[], Any]], rounds: int, iters: int, warmup: int = 0) -> Dict[str, List[float]]:
+    """Each call's median (ms) per round. Within a round the calls run back to back, in reversed order every other
+    round (A B C, C B A, ...), so a ratio of two calls in one round survives a change of machine speed between
+    rounds; ``warmup`` untimed calls of each first."""
+    names = list(calls)
+    for name in names:
+        for _ in range(warmup):
+            calls[name]()
+    per: Dict[str, List[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            per[name].append(median_ms(calls[name], iters))
+    return per

@@ -14,13 +14,13 @@ there, or benchmark with ``lightseg-bench --export-dir``.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..bench.timing import interleaved_rounds
 from ..runtimes.registry import RUNTIMES
 from ..types import PreprocessConfig, Runtime
 
@@ -72,28 +72,6 @@ def candidates(results: Dict[str, Any], artifacts: Dict[str, dict], paths: Dict[
     return out
 
 
-def _median_ms(fn: Callable[[], Any], iters: int) -> float:
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter_ns()
-        fn()
-        times.append(time.perf_counter_ns() - t0)
-    return statistics.median(times) / 1e6
-
-
-def time_interleaved(calls: Dict[str, Callable[[], Any]], rounds: int = ROUNDS, iters: int = ITERS, warmup: int = WARMUP) -> Dict[str, float]:
-    """Median of round medians (ms) of each call; the calls alternate within a round, reversed every other round."""
-    names = list(calls)
-    for n in names:
-        for _ in range(warmup):
-            calls[n]()
-    per: Dict[str, List[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for n in (names if r % 2 == 0 else names[::-1]):
-            per[n].append(_median_ms(calls[n], iters))
-    return {n: statistics.median(v) for n, v in per.items()}
-
-
 def choose(cands: Sequence[Candidate], x: np.ndarray, preprocess: PreprocessConfig, cpu: Optional[str], cores: int,
            rounds: int = ROUNDS, iters: int = ITERS) -> Optional[CpuDefault]:
     """Time every candidate on ``x`` (one preprocessed image, batch 1) and return the fastest; None without any."""
@@ -106,7 +84,7 @@ def choose(cands: Sequence[Candidate], x: np.ndarray, preprocess: PreprocessConf
             options = {"threads": c.threads} if c.threads else {}
             predictors[f"{c.key}@{c.threads}"] = cls(c.path, preprocess, device="cpu", precision=c.precision, **options)
         calls = {name: (lambda p=p: p.infer(x)) for name, p in predictors.items()}
-        timings = time_interleaved(calls, rounds, iters)
+        timings = {n: statistics.median(v) for n, v in interleaved_rounds(calls, rounds, iters, WARMUP).items()}
     finally:
         for p in predictors.values():
             p.close()

@@ -28,12 +28,12 @@ def test_candidates_keep_fp32_accuracy_and_span_the_thread_counts(tmp_path):
     assert all(c.path.parent == tmp_path for c in got) and {c.runtime for c in got} == {Runtime.ONNXRUNTIME, Runtime.OPENVINO}
 
 
-def test_time_interleaved_alternates_the_order():
-    from lightseg_edge.export.cpu_default import time_interleaved
+def test_interleaved_rounds_alternate_the_order():
+    from lightseg_edge.bench.timing import interleaved_rounds
 
     order = []
-    timings = time_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3, iters=1, warmup=0)
-    assert order == ["a", "b", "b", "a", "a", "b"] and set(timings) == {"a", "b"}
+    per = interleaved_rounds({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, rounds=3, iters=1)
+    assert order == ["a", "b", "b", "a", "a", "b"] and {k: len(v) for k, v in per.items()} == {"a": 3, "b": 3}
 
 
 @pytest.fixture(scope="module")
