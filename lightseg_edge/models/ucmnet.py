@@ -146,11 +146,8 @@ class UCMNet(SegModel):
         Conv + DepthToSpace), which OpenVINO runs faster than its Interpolate and ONNX Runtime slower than its Resize.
         """
         if self.check_form(form) is DeployForm.OPENVINO:
-            for parent in [*self.ups, self]:
-                name = "up" if parent is not self else "head_up"
-                channels = parent.conv.out_channels if parent is not self else self.head.out_channels
-                if isinstance(getattr(parent, name), Bilinear2x):
-                    setattr(parent, name, BilinearUpsample2x(channels))
+            for owner, name, channels in [*((u, "up", u.conv.out_channels) for u in self.ups), (self, "head_up", self.head.out_channels)]:
+                setattr(owner, name, BilinearUpsample2x(channels))
         channel_layer_norms(self)
         return self.eval()
 
