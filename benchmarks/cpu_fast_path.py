@@ -1,5 +1,5 @@
-"""The CPU fast path: each zoo model's deploy forms on ONNX Runtime and OpenVINO (fp32), as ratios to the baseline
-export measured side by side in one run.
+"""The CPU fast path: each zoo model's deploy forms on ONNX Runtime, OpenVINO and LiteRT (fp32), as ratios to the
+baseline export measured side by side in one run.
 
     python benchmarks/cpu_fast_path.py [--models ucmnet,lmsaunet,...] [--rounds 9] [--iters 40] [--threads 2]
                                        [--pause-pid PID] [--out bench-results]
@@ -12,7 +12,9 @@ ISIC image, batch 1):
   without a LayerNorm, its default deploy form. Every ratio is to this one.
 - ``ort-default``: ONNX Runtime on today's default deploy form (what ``lightseg-export`` writes as ``model.onnx``);
 - ``ov-default``: OpenVINO (``inference_precision`` f32) on the default form;
-- ``ov-openvino``: OpenVINO on the model's OpenVINO deploy form, where it has one (what the openvino target converts).
+- ``ov-openvino``: OpenVINO on the model's OpenVINO deploy form, where it has one (what the openvino target converts);
+- ``litert-default``: LiteRT (XNNPACK) fp32 converted from the default form as the tflite target does, where
+  litert-torch is installed.
 
 A child process (so this one holds no torch thread pool) builds the forms from the same weights (shipped, else
 random with ``--seed``), checks each against the training form on the eight committed ISIC sample images (max
@@ -53,7 +55,7 @@ MAX_DLOGIT, MIN_DICE = 1e-3, 0.999
 # The issue's bars, batch-1 p50 ratio to the baseline: (all runtimes, ONNX Runtime alone)
 TARGETS = {"ucmnet": (0.40, 0.65), "lmsaunet": (0.45, None)}
 BATCH_LARGE = 8
-TITLE = "# CPU fast path: deploy forms on ONNX Runtime and OpenVINO (fp32), ratios to the baseline export\n\n"
+TITLE = "# CPU fast path: deploy forms on ONNX Runtime, OpenVINO and LiteRT (fp32), ratios to the baseline export\n\n"
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -123,8 +125,28 @@ def _export_child(folder: Path, models: List[str], seed: int) -> Dict[str, Any]:
                     paths[batch] = str(simplify_onnx(raw, folder / f"{name}-{form}-b{batch}.onnx")[0])
                 rec["forms"][form] = {"onnx": paths, "torch_max_abs_vs_training": float((out.double() - ref.double()).abs().max()),
                                       "torch_mask_pixels_flipped": int(((out > 0) != (ref > 0)).sum())}
+            rec["tflite"] = _tflite(forms["default"], folder / name, size)
         info[name] = rec
     return info
+
+
+def _tflite(model: Any, stem: Path, size: Any) -> Dict[str, str]:
+    """{batch: .tflite path} of the default form, converted as the tflite target does; {} without litert-torch."""
+    from lightseg_edge._optional import is_available
+
+    if not is_available("litert_torch"):
+        return {}
+    from lightseg_edge.export.targets.litert import convert_fp32
+
+    out = {}
+    for batch in (1, BATCH_LARGE):
+        path = Path(f"{stem}-default-b{batch}.tflite")
+        try:
+            path.write_bytes(convert_fp32(model, (batch, 3, *size)))
+        except Exception as exc:  # noqa: BLE001 - a model the converter cannot take is a note, not a failed run
+            return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+        out[str(batch)] = str(path)
+    return out
 
 
 # -- this process --------------------------------------------------------------------------------------------------------
@@ -143,6 +165,10 @@ def _variants(model: str, rec: Dict[str, Any], work: Path, threads: int, batch: 
         xml = work / f"{model}-{form}-b{batch}.xml"
         ov.save_model(ov.convert_model(forms[form]["onnx"][str(batch)]), str(xml), compress_to_fp16=False)
         out[f"ov-{form}"] = OpenVINOPredictor(xml, pre, threads=threads, inference_precision="f32")
+    if rec["tflite"].get(str(batch)):
+        from lightseg_edge.runtimes.litert_backend import LiteRTPredictor
+
+        out["litert-default"] = LiteRTPredictor(rec["tflite"][str(batch)], pre, threads=threads)
     return out
 
 
@@ -284,7 +310,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if shares and max(shares) > 0.1:
         result["notes"].append(f"other processes used up to {max(shares):.0%} of the CPU during some measurements: absolute figures "
                                f"are inflated; the ratios less so (the variants are interleaved)")
-    for rec in info.values():  # temp paths mean nothing after the run
+    for model, rec in info.items():  # temp paths mean nothing after the run
+        if "error" in rec["tflite"]:
+            result["notes"].append(f"{model}: LiteRT conversion failed: {rec['tflite']['error']}")
+        rec.pop("tflite")
         for f in rec["forms"].values():
             f.pop("onnx")
     out = Path(args.out)

@@ -57,9 +57,28 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def speed_probe_ms(repeats: int = 7) -> float:
+    """The median time of a fixed single-threaded workload (8 x the sines of 250,000 floats), in ms: the machine's
+    single-thread speed at that moment, which a cloud VM may change with no process of its own running (neither the
+    load average nor other processes' CPU share shows it). A change in how the runtime's threads share the cores is
+    not seen by it; interleaved comparisons (``benchmarks/``) are the remedy for that."""
+    import numpy as np
+
+    x = np.linspace(0.0, 1.0, 250_000, dtype=np.float32)
+    out = np.empty_like(x)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for _ in range(8):
+            np.sin(x, out=out)
+        times.append(time.perf_counter_ns() - t0)
+    return sorted(times)[len(times) // 2] / 1e6
+
+
 def snapshot() -> Dict[str, Any]:
     """State at one moment; two of them make a ``load_between`` record."""
-    snap: Dict[str, Any] = {"wall": time.perf_counter(), "loadavg": _loadavg(), "busy_s": None, "own_s": None}
+    snap: Dict[str, Any] = {"wall": time.perf_counter(), "loadavg": _loadavg(), "busy_s": None, "own_s": None,
+                            "probe_ms": speed_probe_ms()}
     try:
         import psutil
 
@@ -78,6 +97,7 @@ def load_between(before: Dict[str, Any], after: Dict[str, Any], threads: Optiona
     rec: Dict[str, Any] = {
         "loadavg_before": before["loadavg"], "loadavg_after": after["loadavg"], "wall_s": round(wall, 3),
         "other_cpu_s": None, "other_cpu_share": None, "cores": usable_cores(), "threads": threads, "cpu": cpu_frequency(),
+        "speed_probe_ms": [round(before["probe_ms"], 4), round(after["probe_ms"], 4)] if "probe_ms" in before and "probe_ms" in after else None,
     }
     if before.get("busy_s") is not None and after.get("busy_s") is not None:
         other = max(0.0, (after["busy_s"] - before["busy_s"]) - (after["own_s"] - before["own_s"]))

@@ -19,6 +19,7 @@ STATUSES = ("ok", "skipped", "failed")
 # disagree too much for a median to describe them.
 NOISY_OTHER_CPU = 0.10
 NOISY_SPREAD = 1.5
+NOISY_DRIFT = 1.3  # a row's speed probe this much slower or faster than the run's median: not comparable with the others
 SCHEMA = "lightseg-bench/1"
 
 
@@ -198,6 +199,9 @@ class BenchResult:
             why.append(f"other processes used {others:.0%} of the CPU")
         if self.latency.p50 > 0 and self.latency.p90 / self.latency.p50 > NOISY_SPREAD:
             why.append(f"p90 is {self.latency.p90 / self.latency.p50:.1f}x p50")
+        drift = self.machine.get("speed_drift")
+        if drift is not None and not 1 / NOISY_DRIFT <= drift <= NOISY_DRIFT:
+            why.append(f"the machine ran {drift:.2f}x as slow as during the run's other rows (speed probe)")
         return "unreliable latency: " + " and ".join(why) + "; re-measure on a quiet machine" if why else None
 
     def to_dict(self) -> Dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -210,6 +211,17 @@ def _figures(models: Sequence[str], sizes: Dict[str, List[Tuple[int, int]]], pro
     return by_size, at_paper, notes
 
 
+def mark_speed_drift(rows: Sequence[BenchResult]) -> List[BenchResult]:
+    """Each timed row's speed probe (``machine.speed_probe_ms``, before and after its job) against the median of the
+    run's rows, as ``machine["speed_drift"]`` (2.0: the machine ran half as fast). Rows measured at another machine
+    speed than the rest are flagged by ``BenchResult.noise``: their latencies must not be compared with the others."""
+    probes = {id(r): sum(p) / len(p) for r in rows if (p := r.machine.get("speed_probe_ms"))}
+    if len(probes) < 2:
+        return list(rows)
+    median = statistics.median(probes.values())
+    return [r.with_(machine=dict(r.machine, speed_drift=round(probes[id(r)] / median, 3))) if id(r) in probes else r for r in rows]
+
+
 def finish(rows: Sequence[BenchResult], models: Sequence[str], environment: Dict[str, Any], settings: Dict[str, Any],
            notes: Sequence[str] = (), progress: Progress = None, claims: bool = True) -> BenchReport:
     """Counts, deltas against fp32 PyTorch and the claims table around measured ``rows``."""
@@ -226,7 +238,7 @@ def finish(rows: Sequence[BenchResult], models: Sequence[str], environment: Dict
             all_notes += fig_notes
         except LightsegError as exc:  # no torch on this device: rows stay, claims are not available
             all_notes.append(f"parameters, MACs and the claims table need PyTorch: {exc}")
-    out = attach_figures(rows, figures, at_paper)
+    out = attach_figures(mark_speed_drift(rows), figures, at_paper)
     out = add_deltas(out)
     table: List[ClaimCheck] = []
     if claims and at_paper:

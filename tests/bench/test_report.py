@@ -99,3 +99,25 @@ def test_plot_places_only_measured_rows_with_params_and_still_writes_without_any
 def test_a_folder_is_not_an_output_file(tmp_path):
     with pytest.raises(InvalidInputError, match="is a folder"):
         write_outputs(_report(), json_path=tmp_path)
+
+
+def test_rows_measured_at_another_machine_speed_are_flagged():
+    """A VM that switches speed between jobs: the row whose speed probe ran 2x slower than the run's median is
+    flagged, the rows at the usual speed are not, and rows without a probe are left alone."""
+    from lightseg_edge.bench.runner import mark_speed_drift
+
+    base = _report().results[0]
+    probes = [[1.0, 1.0], [1.02, 1.0], [2.1, 1.9], [0.98, 1.01]]
+    rows = [base.with_(machine={"other_cpu_share": 0.0, "speed_probe_ms": p}) for p in probes] + [base.with_(machine={})]
+    marked = mark_speed_drift(rows)
+    flagged = [r.noise is not None for r in marked]
+    assert flagged == [False, False, True, False, False]
+    assert "1.99x as slow" in marked[2].noise and marked[4].machine == {}
+
+
+def test_speed_probe_and_load_record():
+    from lightseg_edge.bench.machine import load_between, snapshot, speed_probe_ms
+
+    assert speed_probe_ms(repeats=3) > 0
+    rec = load_between(snapshot(), snapshot())
+    assert len(rec["speed_probe_ms"]) == 2 and all(p > 0 for p in rec["speed_probe_ms"])
