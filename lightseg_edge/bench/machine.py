@@ -64,15 +64,16 @@ def speed_probe_ms(repeats: int = 7) -> float:
     not seen by it; interleaved comparisons (``benchmarks/``) are the remedy for that."""
     import numpy as np
 
+    from .timing import median_ms
+
     x = np.linspace(0.0, 1.0, 250_000, dtype=np.float32)
     out = np.empty_like(x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter_ns()
+
+    def work() -> None:
         for _ in range(8):
             np.sin(x, out=out)
-        times.append(time.perf_counter_ns() - t0)
-    return sorted(times)[len(times) // 2] / 1e6
+
+    return median_ms(work, repeats)
 
 
 def snapshot() -> Dict[str, Any]:

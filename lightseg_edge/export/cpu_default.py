@@ -36,6 +36,10 @@ class Candidate:
     path: Path
     threads: int  # 0: the runtime takes no threads= option (its own choice)
 
+    @property
+    def name(self) -> str:
+        return f"{self.key}@{self.threads}"
+
 
 @dataclass(frozen=True)
 class CpuDefault:
@@ -73,22 +77,20 @@ def candidates(results: Dict[str, Any], artifacts: Dict[str, dict], paths: Dict[
 
 
 def choose(cands: Sequence[Candidate], x: np.ndarray, preprocess: PreprocessConfig, cpu: Optional[str], cores: int,
-           rounds: int = ROUNDS, iters: int = ITERS) -> Optional[CpuDefault]:
-    """Time every candidate on ``x`` (one preprocessed image, batch 1) and return the fastest; None without any."""
-    if not cands:
-        return None
+           rounds: int = ROUNDS, iters: int = ITERS) -> CpuDefault:
+    """Time every candidate (at least one) on ``x`` (one preprocessed image, batch 1) and return the fastest."""
+    by_name = {c.name: c for c in cands}
     predictors: Dict[str, Any] = {}
     try:
         for c in cands:
             cls = RUNTIMES[c.runtime].predictor_class()
             options = {"threads": c.threads} if c.threads else {}
-            predictors[f"{c.key}@{c.threads}"] = cls(c.path, preprocess, device="cpu", precision=c.precision, **options)
+            predictors[c.name] = cls(c.path, preprocess, device="cpu", precision=c.precision, **options)
         calls = {name: (lambda p=p: p.infer(x)) for name, p in predictors.items()}
         timings = {n: statistics.median(v) for n, v in interleaved_rounds(calls, rounds, iters, WARMUP).items()}
     finally:
         for p in predictors.values():
             p.close()
-    best_name = min(timings, key=timings.get)
-    best = next(c for c in cands if f"{c.key}@{c.threads}" == best_name)
+    best = by_name[min(timings, key=timings.get)]
     return CpuDefault(best.key, best.runtime.value, best.precision, best.threads, cpu, cores, rounds, iters,
                       {k: round(v, 3) for k, v in timings.items()})

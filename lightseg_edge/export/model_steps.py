@@ -9,14 +9,13 @@ from typing import Optional
 
 from ..errors import ExportError
 from ..manifest import WEIGHTS_NAME, sha256_file
+from ..types import DeployForm
 from .config import RANDOM_WEIGHTS
 
 
 def build_model(name: str, weights: Optional[str], seed: int):
     """(training form, deploy form, weights record, parameter count). The training form is kept to check deploy()
     against it."""
-    import copy
-
     import torch
 
     from ..errors import CheckpointError
@@ -38,11 +37,8 @@ def build_model(name: str, weights: Optional[str], seed: int):
         path, source = Path(weights), str(weights)
     torch.manual_seed(seed)  # random weights are reproducible; loaded weights overwrite every parameter anyway
     model = create_model(name, checkpoint=path) if path is not None else create_model(name)
-    model.eval()
-    train_form = copy.deepcopy(model)
-    deployed = model.deploy()
-    if deployed is None or deployed.training:
-        raise ExportError("model", f"{name}.deploy() must return the model in eval mode")
+    train_form = model.eval()
+    deployed = deploy_form(train_form, DeployForm.DEFAULT)
     record = {"source": source, "sha256": sha256_file(path) if path is not None else None}
     if source == RANDOM_WEIGHTS:
         record["seed"] = seed
@@ -51,7 +47,8 @@ def build_model(name: str, weights: Optional[str], seed: int):
 
 
 def deploy_form(train_form, form):
-    """A runtime-specific deploy form, built from a copy of the training form (``deploy`` may work in place)."""
+    """A deploy form, built from a copy of the training form (``deploy`` may work in place; the training form is
+    kept to check the deploy form against)."""
     import copy
 
     model = copy.deepcopy(train_form).deploy(form)
