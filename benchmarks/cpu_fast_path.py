@@ -11,10 +11,13 @@ ISIC image, batch 1):
   ``ChannelLayerNorm2d`` put back as ``LayerNorm2d`` (Transpose -> LayerNormalization -> Transpose); for a model
   without a LayerNorm, its default deploy form. Every ratio is to this one.
 - ``ort-default``: ONNX Runtime on today's default deploy form (what ``lightseg-export`` writes as ``model.onnx``);
+- ``ort-default-extended``: the same with ``graph_optimization_level="extended"``, i.e. without ONNX Runtime's NCHWc
+  layout (one of the settings the export's CPU default times);
 - ``ov-default``: OpenVINO (``inference_precision`` f32) on the default form;
 - ``ov-openvino``: OpenVINO on the model's OpenVINO deploy form, where it has one (what the openvino target converts);
-- ``litert-default``: LiteRT (XNNPACK) fp32 converted from the default form as the tflite target does, where
-  litert-torch is installed.
+- ``litert-default``: LiteRT (XNNPACK) fp32 converted from the default form as the tflite target converts a model
+  without a LiteRT form, where litert-torch is installed;
+- ``litert-litert``: LiteRT on the model's LiteRT deploy form, where it has one (what the tflite target converts).
 
 A child process (so this one holds no torch thread pool) builds the forms from the same weights (shipped, else
 random with ``--seed``), checks each against the training form on the eight committed ISIC sample images (max
@@ -125,7 +128,7 @@ def _export_child(folder: Path, models: List[str], seed: int) -> Dict[str, Any]:
                     paths[batch] = str(simplify_onnx(raw, folder / f"{name}-{form}-b{batch}.onnx")[0])
                 rec["forms"][form] = {"onnx": paths, "torch_max_abs_vs_training": float((out.double() - ref.double()).abs().max()),
                                       "torch_mask_pixels_flipped": int(((out > 0) != (ref > 0)).sum())}
-            rec["tflite"] = _tflite(forms["default"], folder / name, size)
+            rec["tflite"] = {f: _tflite(forms[f], folder / f"{name}-{f}", size) for f in ("default", "litert") if f in forms}
         info[name] = rec
     return info
 
@@ -140,7 +143,7 @@ def _tflite(model: Any, stem: Path, size: Any) -> Dict[str, str]:
 
     out = {}
     for batch in (1, BATCH_LARGE):
-        path = Path(f"{stem}-default-b{batch}.tflite")
+        path = Path(f"{stem}-b{batch}.tflite")
         try:
             path.write_bytes(convert_fp32(model, (batch, 3, *size)))
         except Exception as exc:  # noqa: BLE001 - a model the converter cannot take is a note, not a failed run
@@ -161,14 +164,17 @@ def _variants(model: str, rec: Dict[str, Any], work: Path, threads: int, batch: 
     forms = rec["forms"]
     out[BASELINE] = OnnxRuntimePredictor(forms["baseline"]["onnx"][str(batch)], pre, threads=threads)
     out["ort-default"] = OnnxRuntimePredictor(forms["default"]["onnx"][str(batch)], pre, threads=threads)
-    for form in [f for f in forms if f not in ("baseline",)]:
+    out["ort-default-extended"] = OnnxRuntimePredictor(forms["default"]["onnx"][str(batch)], pre, threads=threads,
+                                                       graph_optimization_level="extended")
+    for form in [f for f in forms if f in ("default", "openvino")]:
         xml = work / f"{model}-{form}-b{batch}.xml"
         ov.save_model(ov.convert_model(forms[form]["onnx"][str(batch)]), str(xml), compress_to_fp16=False)
         out[f"ov-{form}"] = OpenVINOPredictor(xml, pre, threads=threads, inference_precision="f32")
-    if rec["tflite"].get(str(batch)):
-        from lightseg_edge.runtimes.litert_backend import LiteRTPredictor
+    for form, files in rec["tflite"].items():
+        if files.get(str(batch)):
+            from lightseg_edge.runtimes.litert_backend import LiteRTPredictor
 
-        out["litert-default"] = LiteRTPredictor(rec["tflite"][str(batch)], pre, threads=threads)
+            out[f"litert-{form}"] = LiteRTPredictor(files[str(batch)], pre, threads=threads)
     return out
 
 
@@ -311,8 +317,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         result["notes"].append(f"other processes used up to {max(shares):.0%} of the CPU during some measurements: absolute figures "
                                f"are inflated; the ratios less so (the variants are interleaved)")
     for model, rec in info.items():  # temp paths mean nothing after the run
-        if "error" in rec["tflite"]:
-            result["notes"].append(f"{model}: LiteRT conversion failed: {rec['tflite']['error']}")
+        for form, files in rec["tflite"].items():
+            if "error" in files:
+                result["notes"].append(f"{model}: LiteRT conversion of the {form} form failed: {files['error']}")
         rec.pop("tflite")
         for f in rec["forms"].values():
             f.pop("onnx")

@@ -281,6 +281,15 @@ def listed_files(manifest: object) -> Set[str]:
 # typed reading, for load_predictor and the bench
 # ---------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class CpuChoice:
+    """A manifest's ``cpu_default``: the artifact ``load_predictor(folder)`` runs on a CPU and how."""
+
+    artifact: str
+    threads: int  # 0: the runtime's own choice
+    options: Tuple[Tuple[str, Any], ...] = ()  # predictor settings besides threads, e.g. ONNX Runtime's graph_optimization_level
+
+
+@dataclass(frozen=True)
 class Artifact:
     key: str  # "fp32" | "fp16" | "int8" | "engine"
     path: Path  # absolute, symlinks resolved, inside the folder
@@ -319,14 +328,17 @@ class DeployManifest:
         return "fp32"
 
     @property
-    def cpu_default(self) -> Optional[Tuple[str, int]]:
-        """(artifact key, threads; 0 for the runtime's own choice) that the export measured fastest on its CPU with
-        FP32's accuracy (``export.cpu_default``); None when it records none, or names an artifact it does not list."""
+    def cpu_default(self) -> Optional[CpuChoice]:
+        """The artifact and predictor settings that the export measured fastest on its CPU with FP32's accuracy
+        (``export.cpu_default``); None when it records none, or names an artifact it does not list."""
         d = self.raw.get("cpu_default")
         if not isinstance(d, dict) or d.get("artifact") not in self.artifacts:
             return None
-        threads = d.get("threads")
-        return d["artifact"], threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else 0
+        threads, options = d.get("threads"), d.get("options") or {}
+        if not isinstance(options, dict) or not all(isinstance(k, str) and isinstance(v, (str, int)) for k, v in options.items()):
+            return None  # settings this version cannot read: the choice is a speed hint, never worth a wrong load
+        return CpuChoice(d["artifact"], threads if isinstance(threads, int) and not isinstance(threads, bool) and threads > 0 else 0,
+                         tuple(sorted(options.items())))
 
     def artifact_for(self, path: Union[str, Path]) -> Optional[Artifact]:
         """The artifact entry whose file is ``path`` (None when the manifest does not list it)."""

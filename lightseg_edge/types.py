@@ -41,10 +41,13 @@ class DeployForm(str, Enum):
     """Which inference graph ``SegModel.deploy`` builds. Every form computes what the training form computes (up to
     fp32 round-off); they differ in the operators chosen, because the fastest graph depends on the runtime (measured:
     ``benchmarks/cpu_fast_path.py``). ``DEFAULT`` is the ONNX export's (ONNX Runtime, TensorRT and every target built
-    from that ONNX); ``OPENVINO`` is converted for OpenVINO where a model defines one."""
+    from that ONNX); ``OPENVINO``, ``LITERT`` and ``COREML`` are converted for those runtimes where a model defines
+    them."""
 
     DEFAULT = "default"
     OPENVINO = "openvino"
+    LITERT = "litert"
+    COREML = "coreml"
 
 
 # Normalisation modes, by what the paper's released pipeline feeds its network.

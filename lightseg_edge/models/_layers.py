@@ -6,6 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..types import DeployForm
+
+# The forms that take channel statistics as plain reductions over the channel axis; ONNX Runtime's default form takes
+# them as MatMuls (ChannelLayerNorm2d, LMSAUnet's spatial gate). OpenVINO and LiteRT run the reductions faster; Core ML
+# gets them because coremltools cannot convert the traced reshapes around the MatMuls (its speed is not measured here).
+REDUCTION_FORMS = frozenset({DeployForm.OPENVINO, DeployForm.LITERT, DeployForm.COREML})
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over channels of an NCHW tensor (what a token-wise LayerNorm does, without leaving NCHW)."""
@@ -17,49 +24,66 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class ChannelLayerNorm2d(nn.Module):
-    """``LayerNorm2d`` for inference, written as reductions over the channel axis of the NCHW tensor.
+    """``LayerNorm2d`` for inference, without the two permutes: the statistics are taken over the channel axis of the
+    NCHW tensor, by one of two graphs that compute the same values (biased variance, ``eps`` inside the square root,
+    per-channel affine; equal to ``LayerNorm2d`` up to fp32 round-off):
 
-    The same normalisation (biased variance, ``eps`` inside the square root, per-channel affine), without the two
-    permutes: it exports as ReduceMean(axis 1) -> Sub -> Mul -> ReduceMean(axis 1) -> Add -> Sqrt -> Reciprocal (a Div
-    on the (N, 1, H, W) statistics) -> Mul -> Mul -> Add, all in NCHW, instead of Transpose -> LayerNormalization ->
-    Transpose. Every node is one that TensorRT 8.5's ONNX parser imports (it has no LayerNormalization), and OpenVINO
-    runs it faster than the Transpose form (``benchmarks/cpu_fast_path.py``, whose ``ort-baseline`` is the Transpose
-    form). Equal to ``LayerNorm2d`` up to fp32 round-off.
+    - ``reduce=False`` (the ONNX Runtime and TensorRT form): on the (N, C, H*W) view, each channel mean is a (1 x C)
+      MatMul; ONNX Runtime's channel-axis ReduceMean is slow on every shape these models have, and its
+      Transpose -> LayerNormalization -> Transpose is slow on large maps (``benchmarks/cpu_fast_path.py``).
+    - ``reduce=True`` (the OpenVINO, LiteRT and Core ML forms): ReduceMean over axis 1, which OpenVINO and LiteRT run
+      faster than the MatMul (LiteRT's NHWC layout makes it a reduction over the innermost axis).
 
+    Neither form has a LayerNormalization node, which TensorRT 8.5's ONNX parser does not import.
     ``weight`` and ``bias`` are the source module's own Parameters (shared, not copied), under the same names, so a
     model whose norms were swapped keeps its state dict and loads the same checkpoints.
     """
 
-    def __init__(self, src: LayerNorm2d) -> None:
+    def __init__(self, src: LayerNorm2d, reduce: bool = False) -> None:
         super().__init__()
         if len(src.normalized_shape) != 1:
             raise ValueError(f"ChannelLayerNorm2d: expected a LayerNorm2d over channels, got normalized_shape {src.normalized_shape}")
         self.channels = src.normalized_shape[0]
         self.eps = src.eps
+        self.reduce = reduce
         self.weight = src.weight
         self.bias = src.bias
+        like = {} if src.weight is None else {"device": src.weight.device, "dtype": src.weight.dtype}
+        self.register_buffer("mean_weight", torch.full((1, self.channels), 1.0 / self.channels, **like), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x - x.mean(1, keepdim=True)
-        # The reciprocal is taken on the (N, 1, H, W) statistics, so only Muls run over the full tensor.
-        y = d * torch.rsqrt((d * d).mean(1, keepdim=True) + self.eps)
+        if self.reduce:
+            d = x - x.mean(1, keepdim=True)
+            # The reciprocal is taken on the (N, 1, H, W) statistics, so only Muls run over the full tensor.
+            return self._affine(d * torch.rsqrt((d * d).mean(1, keepdim=True) + self.eps), (-1, 1, 1))
+        # -1 for the batch: a static-batch export reshaped to a dynamic batch later (OpenVINO's reshape) still runs.
+        _, c, h, w = x.shape
+        t = x.reshape(-1, c, h * w)
+        d = t - self.mean_weight @ t
+        return self._affine(d * torch.rsqrt(self.mean_weight @ (d * d) + self.eps), (-1, 1)).reshape(-1, c, h, w)
+
+    def _affine(self, y: torch.Tensor, shape: tuple) -> torch.Tensor:
         if self.weight is not None:
-            y = y * self.weight.view(-1, 1, 1)
+            y = y * self.weight.view(shape)
         if self.bias is not None:
-            y = y + self.bias.view(-1, 1, 1)
+            y = y + self.bias.view(shape)
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.channels}, eps={self.eps}"
+        return f"{self.channels}, eps={self.eps}, reduce={self.reduce}"
 
 
-def channel_layer_norms(module: nn.Module) -> int:
-    """Replace every ``LayerNorm2d`` inside ``module`` by its ``ChannelLayerNorm2d`` (in place, Parameters shared);
-    returns how many. State dict keys and values are unchanged."""
+def channel_layer_norms(module: nn.Module, reduce: bool = False) -> int:
+    """Replace every ``LayerNorm2d`` inside ``module`` by its ``ChannelLayerNorm2d`` (in place, Parameters shared) and
+    give every ``ChannelLayerNorm2d`` the graph ``reduce`` names; returns how many were replaced. State dict keys and
+    values are unchanged."""
     found = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
              if isinstance(child, LayerNorm2d)]
     for parent, name, child in found:
-        setattr(parent, name, ChannelLayerNorm2d(child))
+        setattr(parent, name, ChannelLayerNorm2d(child, reduce))
+    for norm in module.modules():
+        if isinstance(norm, ChannelLayerNorm2d):
+            norm.reduce = reduce
     return len(found)
 
 

@@ -5,7 +5,7 @@ Follows the released model (JCruan519/EGE-UNet@f52ba30, ``c_list=[8,16,24,32,48,
 
 - the sigmoid is left out; ``forward`` returns logits and the five side outputs are mask logits;
 - the channels-first LayerNorm is ``F.layer_norm`` over channels (``LayerNorm2d``) in the training form, instead of
-  the released mean/pow/sqrt arithmetic: the same maths. ``deploy()`` writes it back as reductions over the channel
+  the released mean/pow/sqrt arithmetic: the same maths. ``deploy()`` writes it back as statistics over the channel
   axis (``ChannelLayerNorm2d``: the released arithmetic with ``d * d`` for ``Pow(d, 2)``), which exports without the
   Transposes around a ``LayerNormalization`` and imports on TensorRT 8.5. An FP16 export keeps in FP32 every node,
   the squares included, whose values on the check images come within 4x of the FP16 limit (``export.fp16``);
@@ -26,7 +26,7 @@ from torch import nn
 from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import LayerNorm2d, channel_layer_norms
+from ._layers import REDUCTION_FORMS, LayerNorm2d, channel_layer_norms
 from ._registry import register_model
 
 __all__ = ["EGEUNet"]
@@ -162,11 +162,14 @@ class EGEUNet(SegModel):
         ``GT_BceDiceLoss`` weights 0.1 .. 0.5."""
         return self._run(x, with_stages=True)
 
+    # No LiteRT form: LiteRT runs this model's MatMul statistics faster than the reductions (benchmarks/cpu_fast_path.py).
+    deploy_forms = frozenset({DeployForm.OPENVINO, DeployForm.COREML})
+
     def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "EGEUNet":
         """Eval mode with every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (in place; Parameters shared, state dict
-        unchanged): reductions over the channel axis instead of Transpose -> LayerNormalization -> Transpose."""
-        self.check_form(form)
-        channel_layer_norms(self)
+        unchanged): channel statistics instead of Transpose -> LayerNormalization -> Transpose, as MatMuls in the
+        default form and as reductions in the OpenVINO and Core ML forms."""
+        channel_layer_norms(self, reduce=self.check_form(form) in REDUCTION_FORMS)
         return self.eval()
 
 

@@ -24,8 +24,9 @@ exactly equivalent for thresholding, probabilities and the released cross-entrop
   ``BicubicUpsample2x`` (Pad + depthwise Conv + DepthToSpace) instead of a cubic ``Resize``, which ONNX Runtime's CPU
   kernel runs about 17x slower than PyTorch and many runtimes lack;
 - the spatial gate's channel mean as a (1 x C) MatMul and its channel max as a tree of elementwise Max, both much
-  cheaper in ONNX Runtime than ReduceMean/ReduceMax over the channel axis. OpenVINO is the other way round (the
-  MatMul/Max form runs about twice as slow there), so ``deploy(DeployForm.OPENVINO)`` keeps plain ReduceMean/ReduceMax.
+  cheaper in ONNX Runtime than ReduceMean/ReduceMax over the channel axis. OpenVINO and LiteRT are the other way
+  round (the MatMul/Max form runs about twice as slow there), so ``deploy(DeployForm.OPENVINO)`` and
+  ``deploy(DeployForm.LITERT)`` keep plain ReduceMean/ReduceMax (and so does the Core ML form).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from torch import nn
 from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import BicubicUpsample2x
+from ._layers import REDUCTION_FORMS, BicubicUpsample2x
 from ._registry import register_model
 
 __all__ = ["ECDF", "DualAttention", "LMSAUnet"]
@@ -177,7 +178,8 @@ def _channel_max(y: torch.Tensor, channels: int) -> torch.Tensor:
 class _DeployDualAttention(nn.Module):
     """DualAttention with the channel mean as a (1 x C) matrix product and the channel max as a max tree: the same
     values (the mean up to summation order) at a fraction of ONNX Runtime's channel-axis ReduceMean/ReduceMax cost.
-    With ``reduce`` (the OpenVINO form) the plain channel mean and max, which OpenVINO runs faster."""
+    With ``reduce`` (the OpenVINO, LiteRT and Core ML forms) the plain channel mean and max, which OpenVINO and LiteRT
+    run faster."""
 
     def __init__(self, src: DualAttention, channels: int, reduce: bool = False) -> None:
         super().__init__()
@@ -293,7 +295,7 @@ class LMSAUnet(SegModel):
             x = dec(x, skips.pop())
         return self.head(x)
 
-    deploy_forms = frozenset({DeployForm.OPENVINO})
+    deploy_forms = REDUCTION_FORMS
 
     def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> LMSAUnet:
         """An eval-mode copy for export (BN folded, no channel slices, exact conv-based bicubic); see the module doc.
@@ -305,7 +307,7 @@ class LMSAUnet(SegModel):
             if form is not self.form:
                 raise ValueError(f"{self.name}: already deployed in the {self.form.value!r} form; deploy the training form")
             return self.eval()
-        reduce = form is DeployForm.OPENVINO
+        reduce = form in REDUCTION_FORMS
         model = copy.deepcopy(self)
         with torch.no_grad():
             model.encoders = nn.ModuleList(_DeployEncoderStage(e, reduce) for e in self.encoders)

@@ -21,7 +21,7 @@ from torch import nn
 from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import Bilinear2x, BilinearUpsample2x, LayerNorm2d, channel_layer_norms
+from ._layers import REDUCTION_FORMS, Bilinear2x, BilinearUpsample2x, LayerNorm2d, channel_layer_norms
 from ._registry import register_model
 
 __all__ = ["UCMNet"]
@@ -136,11 +136,12 @@ class UCMNet(SegModel):
         """Final logits and the five stage logits, deepest (8x8 level) first, as the group loss expects."""
         return self._run(x, with_stages=True)
 
-    deploy_forms = frozenset({DeployForm.OPENVINO})
+    deploy_forms = REDUCTION_FORMS
 
     def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "UCMNet":
         """Eval mode with every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (in place; Parameters shared, state dict
-        unchanged): reductions over the channel axis instead of Transpose -> LayerNormalization -> Transpose.
+        unchanged): channel statistics instead of Transpose -> LayerNormalization -> Transpose, as MatMuls in the
+        default form and as reductions in the OpenVINO, LiteRT and Core ML forms.
 
         ``DeployForm.OPENVINO`` also makes the six bilinear x2 upsamplings ``BilinearUpsample2x`` (Pad + depthwise
         Conv + DepthToSpace), which OpenVINO runs faster than its Interpolate and ONNX Runtime slower than its Resize.
@@ -148,7 +149,7 @@ class UCMNet(SegModel):
         if self.check_form(form) is DeployForm.OPENVINO:
             for owner, name, channels in [*((u, "up", u.conv.out_channels) for u in self.ups), (self, "head_up", self.head.out_channels)]:
                 setattr(owner, name, BilinearUpsample2x(channels))
-        channel_layer_norms(self)
+        channel_layer_norms(self, reduce=form in REDUCTION_FORMS)
         return self.eval()
 
 

@@ -21,7 +21,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from ..types import DeployForm, PaperClaims, PreprocessConfig, Recipe
 from ._base import SegModel
 from ._cfg import ModelConfig
-from ._layers import LayerNorm2d, channel_layer_norms
+from ._layers import REDUCTION_FORMS, LayerNorm2d, channel_layer_norms
 from ._registry import register_model
 
 __all__ = ["UNeXtS"]
@@ -123,15 +123,18 @@ class UNeXtS(SegModel):
                 h = self.dec_blocks[i](h)
         return self.final(F.relu(_up2(self.decoder5(h))))
 
+    deploy_forms = REDUCTION_FORMS
+
     def deploy(self, form: DeployForm = DeployForm.DEFAULT) -> "UNeXtS":
         """Eval mode with each BatchNorm folded into the conv before it (in place; the model stops being trainable),
-        and every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (Parameters shared): reductions over the channel axis
-        instead of Transpose -> LayerNormalization -> Transpose.
+        and every ``LayerNorm2d`` as ``ChannelLayerNorm2d`` (Parameters shared): channel statistics instead of
+        Transpose -> LayerNormalization -> Transpose, as MatMuls in the default form and as reductions in the OpenVINO,
+        LiteRT and Core ML forms.
 
         The ONNX exporter folds the BatchNorms anyway; this makes the PyTorch runtime skip eight normalisation passes."""
-        self.check_form(form)
+        reduce = self.check_form(form) in REDUCTION_FORMS
         self.eval()
-        channel_layer_norms(self)
+        channel_layer_norms(self, reduce=reduce)
         for seqs in (self.encoders, self.decoders):
             for i, seq in enumerate(seqs):
                 if isinstance(seq, nn.Sequential):

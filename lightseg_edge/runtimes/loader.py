@@ -221,18 +221,18 @@ def _pick_folder_runtime(man: DeployManifest, device: Optional[str], precision: 
 
 def _cpu_default(man: DeployManifest, device: Optional[str], spec: RuntimeSpec,
                  options: Dict[str, Any]) -> Tuple[RuntimeSpec, Optional[Precision], Dict[str, Any]]:
-    """The artifact and thread count the export measured fastest on its CPU with FP32's accuracy (manifest
-    ``cpu_default``), where its runtime can run here; the given ``threads=`` wins. Otherwise ``spec`` unchanged."""
+    """The artifact, thread count and settings the export measured fastest on its CPU with FP32's accuracy (manifest
+    ``cpu_default``), where its runtime can run here; options given to load_predictor win. Otherwise ``spec``
+    unchanged."""
     picked = man.cpu_default
     if picked is None or (device is not None and device != "cpu"):
         return spec, None, options
-    key, threads = picked
-    chosen = runtime_for_artifact(key)
-    if chosen is None or chosen.unusable_reason("cpu") is not None:
+    chosen = runtime_for_artifact(picked.artifact)
+    settings = dict(picked.options, **({"threads": picked.threads} if picked.threads else {}))
+    if chosen is None or chosen.unusable_reason("cpu") is not None or not set(settings) <= chosen.options:
         return spec, None, options
-    if threads and "threads" in chosen.options and options.get("threads") is None:
-        options = dict(options, threads=threads)
-    return chosen, Precision(man.artifacts[key].effective_precision), options
+    options = dict(options, **{k: v for k, v in settings.items() if options.get(k) is None})
+    return chosen, Precision(man.artifacts[picked.artifact].effective_precision), options
 
 
 def _exported_weights(man: DeployManifest) -> Path:

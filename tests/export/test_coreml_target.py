@@ -33,7 +33,8 @@ def built(tmp_path_factory):
     from lightseg_edge.models import create_model
 
     stage = tmp_path_factory.mktemp("coreml")
-    arts = TARGET.build(_job(stage, create_model("ucmnet").eval().deploy(), precisions=("fp32", "fp16", "int8")))
+    model = create_model("ucmnet").eval()
+    arts = TARGET.build(_job(stage, model.deploy(model.form_for(Runtime.COREML)), precisions=("fp32", "fp16", "int8")))
     return stage, {a.precision: a for a in arts}
 
 

@@ -49,7 +49,8 @@ def shared_build(tmp_path_factory, sample_dir: Path) -> dict:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # two shared cores, a training job beside: one thread is faster
         try:
-            model = create_model(MODEL, pretrained=True).eval().deploy()
+            model = create_model(MODEL, pretrained=True).eval()
+            model = model.deploy(model.form_for(Runtime.LITERT))  # the form the tflite target converts
             base = model.cfg.preprocess
             pre = PreprocessConfig(size=(SIZE, SIZE), mode=base.mode, mean=base.mean, std=base.std)
             spec = input_spec(1, (SIZE, SIZE), dynamic=False)

@@ -1,6 +1,6 @@
 """The deploy form of the channels-first LayerNorm: ``deploy()`` turns every ``LayerNorm2d`` (permute +
-``F.layer_norm``, exported as Transpose -> LayerNormalization -> Transpose) into ``ChannelLayerNorm2d`` (reductions
-over the channel axis, in NCHW). Checked for every registry model that has a ``LayerNorm2d``: same outputs on real
+``F.layer_norm``, exported as Transpose -> LayerNormalization -> Transpose) into ``ChannelLayerNorm2d`` (statistics
+over the channel axis, in NCHW: MatMuls in the default form, ReduceMeans in the OpenVINO (and LiteRT) forms). Checked for every registry model that has a ``LayerNorm2d``: same outputs on real
 images, same state dict, and an exported graph without the Transpose + LayerNormalization pattern.
 
 Speed is measured by benchmarks/cpu_fast_path.py, not here."""
@@ -20,6 +20,7 @@ from lightseg_edge.data.transforms import preprocess
 from lightseg_edge.models import create_model, get_model_config, list_models
 from lightseg_edge.models._layers import ChannelLayerNorm2d, LayerNorm2d, channel_layer_norms
 from lightseg_edge.models._weights import has_pretrained
+from lightseg_edge.types import DeployForm
 
 AFFECTED = ("ucmnet", "egeunet", "unext_s")
 ATOL = 1e-4  # max |logit difference| allowed between the deploy and training forms (the export's deploy-check is looser)
@@ -48,15 +49,16 @@ def test_affected_models_are_every_model_with_a_layernorm2d():
     assert with_ln == set(AFFECTED)
 
 
+@pytest.mark.parametrize("reduce", [False, True])
 @pytest.mark.parametrize("shape,eps", [((2, 8, 16, 16), 1e-5), ((1, 64, 4, 4), 1e-6), ((1, 17, 5, 7), 1e-6), ((3, 1, 2, 2), 1e-5)])
-def test_channel_layer_norm_equals_layer_norm2d(shape, eps):
+def test_channel_layer_norm_equals_layer_norm2d(shape, eps, reduce):
     g = torch.Generator().manual_seed(0)
     ln = LayerNorm2d(shape[1], eps=eps)
     with torch.no_grad():
         ln.weight.copy_(torch.randn(shape[1], generator=g))
         ln.bias.copy_(torch.randn(shape[1], generator=g))
     x = torch.randn(*shape, generator=g) * 3 + 1
-    out = ChannelLayerNorm2d(ln)(x)
+    out = ChannelLayerNorm2d(ln, reduce)(x)
     assert out.shape == x.shape
     torch.testing.assert_close(out, ln(x), rtol=1e-5, atol=1e-5)
 
@@ -87,6 +89,8 @@ def test_deploy_swaps_every_layer_norm_and_keeps_the_state_dict(name):
         # a training-form checkpoint loads into the deployed model as it is
         deployed.load_state_dict(create_model(name).state_dict(), strict=True)
     assert channel_layer_norms(deployed) == 0  # deploy() twice is harmless
+    deployed.deploy(DeployForm.OPENVINO)  # ... and a second deploy() sets the norms' graph to its form
+    assert {m.reduce for m in deployed.modules() if isinstance(m, ChannelLayerNorm2d)} == {True}
 
 
 @pytest.mark.parametrize("name", AFFECTED)
@@ -108,28 +112,38 @@ def _export(model: torch.nn.Module, path: Path):
     return onnx.load(str(export_onnx(model, path, input_spec(1, (256, 256), False), opset=17)))
 
 
+@pytest.mark.parametrize("reduce", [False, True], ids=["default", "reduce"])
 @pytest.mark.parametrize("name", AFFECTED)
-def test_exported_deploy_form_has_no_transposed_layer_normalization(name, tmp_path, sample_batches):
+def test_exported_deploy_form_has_no_transposed_layer_normalization(name, reduce, tmp_path, sample_batches):
     torch.manual_seed(0)
     train = create_model(name).eval()
+    # the reductions form with no other rewrite (UCM-Net's OpenVINO form also changes its upsampling)
+    forms = type(train).deploy_forms
+    form = DeployForm.DEFAULT if not reduce else DeployForm.LITERT if DeployForm.LITERT in forms else DeployForm.OPENVINO
     n = _norms(train, LayerNorm2d)
     old = _export(train, tmp_path / "old.onnx")  # the training form: LayerNorm2d as exported before the rewrite
-    new = _export(copy.deepcopy(train).deploy(), tmp_path / "new.onnx")
+    new = _export(copy.deepcopy(train).deploy(form), tmp_path / "new.onnx")
     ops_old, ops_new = Counter(n_.op_type for n_ in old.graph.node), Counter(n_.op_type for n_ in new.graph.node)
     assert ops_old["LayerNormalization"] == n
     assert ops_new["LayerNormalization"] == 0
     # exactly the Transposes around the LayerNormalizations went (the exporter merges the pair between two norms)
     assert ops_new["Transpose"] == ops_old["Transpose"] - _transposes_next_to(old, "LayerNormalization") < ops_old["Transpose"]
-    # each norm is two ReduceMeans over the channel axis, and no Transpose feeds or reads one
+    # each norm is two channel means, as MatMuls (default form) or ReduceMeans over the channel axis (the OpenVINO and
+    # LiteRT forms), and no Transpose feeds or reads one
     reduces = [n_ for n_ in new.graph.node if n_.op_type == "ReduceMean"]
-    assert len(reduces) == 2 * n
+    means = [n_ for n_ in new.graph.node if n_.op_type == "MatMul"]
+    if form is DeployForm.DEFAULT:
+        assert not reduces and ops_new["MatMul"] - ops_old["MatMul"] == 2 * n
+    else:
+        assert ops_new["MatMul"] == ops_old["MatMul"] and len(reduces) == 2 * n
+        means = reduces
     for node in reduces:
         axes = next(list(a.ints) for a in node.attribute if a.name == "axes")
         assert axes == [1] and next(a.i for a in node.attribute if a.name == "keepdims") == 1
     producers = {o: n_.op_type for n_ in new.graph.node for o in n_.output}
     consumers = {i: n_.op_type for n_ in new.graph.node for i in n_.input}
-    for node in reduces:
-        assert producers.get(node.input[0]) != "Transpose" and consumers.get(node.output[0]) != "Transpose"
+    for node in means:
+        assert not {producers.get(i) for i in node.input} & {"Transpose"} and consumers.get(node.output[0]) != "Transpose"
     if name != "unext_s":  # UNeXt-S keeps the Transposes of its shift's Pad; the other two have none left
         assert ops_new["Transpose"] == 0
 
