@@ -17,7 +17,9 @@ quantization documentation):
   ``--int8-keep`` is then exactly FP32);
 - the layer that reads the image itself stays FP32: with 3 input channels it gains nothing from INT8, and a
   non-negative image loses a bit to symmetric quantization. On UCM-Net (trained, 100 ISIC val images, 200
-  calibration images) this cut the INT8 mDice loss from 0.022 to 0.004. The calibration methods and the ModelOpt
+  calibration images) this cut the INT8 mDice loss from 0.022 to 0.004.
+- so do the MatMuls that compute channel statistics (a constant (1 x C) row times the activation: the deploy forms'
+  LayerNorm and spatial-gate means), which are reductions, not learned layers (``statistics_layers``). The calibration methods and the ModelOpt
   route are compared on Dice by ``benchmarks/int8_methods.py``.
 ``check_qdq_for_tensorrt`` re-reads the result and fails the export if any of these rules is broken.
 
@@ -164,6 +166,20 @@ def image_layers(model) -> List[str]:
     inits = {i.name for i in model.graph.initializer}
     inputs = {i.name for i in model.graph.input if i.name not in inits}
     return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.input and n.input[0] in inputs]
+
+
+def statistics_layers(model) -> List[str]:
+    """Names of the MatMuls whose left operand is a constant: a fixed reduction of the activation (a channel mean
+    written as a (1 x C) MatMul by the ONNX Runtime deploy forms), not a learned layer (kept FP32: an INT8-rounded
+    mean or variance would shift every normalised value after it)."""
+    inits = {i.name for i in model.graph.initializer}
+    consts = inits | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and n.input and n.input[0] in consts]
+
+
+def float_layers(model) -> List[str]:
+    """The weighted layers every INT8 export keeps FP32: the image layers and the statistics MatMuls."""
+    return list(dict.fromkeys(image_layers(model) + statistics_layers(model)))
 
 
 def check_qdq_for_tensorrt(model) -> Tuple[List[str], int, int]:
@@ -323,7 +339,7 @@ def quantize_int8(
     with tempfile.TemporaryDirectory(prefix="lightseg-int8-") as work, replaced(dst) as tmp:
         pre = Path(work) / "pre.onnx"
         pre_label = _pre_process(src, pre)
-        excluded = image_layers(onnx.load(str(pre), load_external_data=False))
+        excluded = float_layers(onnx.load(str(pre), load_external_data=False))
         cache = _entropy_ranges(pre, reader, Path(work)) if method == "entropy" else None
         quant.quantize_static(
             str(pre),

@@ -12,7 +12,8 @@ bias DequantizeLinear.
 What this module adds around it:
 - calibration on an ``ImageSet`` (``read_image`` + ``preprocess``, as ``int8._reader``), in batches of ``batch``;
   ``minmax`` maps to ModelOpt's ``max`` and ``entropy`` to ``entropy``; ModelOpt has no percentile calibration;
-- the layer that reads the image stays FP32 (``int8.image_layers``, see int8.py for why), plus any ``keep`` nodes;
+- the layer that reads the image and the channel-statistics MatMuls stay FP32 (``int8.float_layers``, see int8.py
+  for why), plus any ``keep`` nodes;
 - ``high_precision_dtype="fp32"``: the unquantized rest stays FP32 (ModelOpt's default converts it to FP16);
 - ``simplify=True`` (onnxslim), so Conv weights the export left as Constant nodes are quantized per channel;
 - the result is re-read and must pass ``check_qdq_for_tensorrt`` and keep the excluded layers FP32; it is written
@@ -46,7 +47,7 @@ from ..data.transforms import preprocess
 from ..errors import ExportConfigError, ExportError
 from ..types import PreprocessConfig
 from .images import ImageSet
-from .int8 import Int8Result, _strip_unused_domains, check_qdq_for_tensorrt, image_layers
+from .int8 import Int8Result, _strip_unused_domains, check_qdq_for_tensorrt, float_layers
 from .onnx_export import check_onnx
 
 log = logging.getLogger("lightseg_edge.export")
@@ -165,7 +166,7 @@ def quantize_int8_modelopt(
     missing = [k for k in keep if k not in node_names]
     if missing:
         raise ExportConfigError(f"keep: no node named {', '.join(map(repr, missing))} in {src.name}")
-    excluded = list(dict.fromkeys(image_layers(source) + list(keep)))
+    excluded = list(dict.fromkeys(float_layers(source) + list(keep)))
     if "" in excluded:
         raise ExportError("int8", f"{src.name}: the layer reading the image has no name, so ModelOpt cannot be told to keep it FP32")
     input_name = graph_io(src)[0]

@@ -100,14 +100,15 @@ def test_output_keeps_the_tensorrt_rules_and_runs_in_onnxruntime(quantized, fp32
     assert y.shape == (1, 1, *cfg.size) and np.isfinite(y).all()
 
 
-def test_the_image_reading_layer_stays_fp32(quantized, fp32):
-    from lightseg_edge.export.int8 import image_layers
+def test_the_image_reading_layer_and_the_statistics_stay_fp32(quantized, fp32):
+    from lightseg_edge.export.int8 import image_layers, statistics_layers
 
     res, model = quantized
-    first = image_layers(onnx.load(str(fp32[0])))
-    assert first and res.calibration["quantizer"]["kept_fp32"] == first
-    for name in first:
-        assert _dq_fed(model, name) == [], f"{name} reads the image and must keep FP32 inputs and weights"
+    source = onnx.load(str(fp32[0]))
+    first, stats = image_layers(source), statistics_layers(source)
+    assert first and stats and res.calibration["quantizer"]["kept_fp32"] == first + stats
+    for name in first + stats:
+        assert _dq_fed(model, name) == [], f"{name} must keep FP32 inputs and weights"
 
 
 def test_keep_leaves_that_node_without_qdq(quantized, fp32, sample_dir, tmp_path):

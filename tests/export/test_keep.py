@@ -114,6 +114,22 @@ def test_keep_float_unquantises_exactly_the_named_layers(qdq):
     assert problems == [] and 0 < n_q < before
 
 
+def test_channel_statistics_stay_fp32(qdq):
+    """The deploy form's LayerNorm means are MatMuls of a constant (1 x C) row: reductions, left out of INT8."""
+    import onnx
+
+    from lightseg_edge.export.int8 import float_layers, quantized_layers, statistics_layers
+
+    fp32 = onnx.load(str(qdq / "model.onnx"))
+    stats = statistics_layers(fp32)
+    assert len(stats) == 2 * 25 and set(stats) <= set(float_layers(fp32))  # UCM-Net: 25 LayerNorms, mean and variance
+    int8 = onnx.load(str(qdq / "model.int8.onnx"))
+    dq_out = {o for n in int8.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    matmuls = [n for n in int8.graph.node if n.op_type == "MatMul"]
+    assert len(matmuls) == len(stats) and not any(set(n.input) & dq_out for n in matmuls)
+    assert not set(stats) & set(quantized_layers(qdq / "model.int8.onnx"))
+
+
 def test_keep_float_of_every_layer_is_the_fp32_model(qdq):
     from lightseg_edge.export.int8 import keep_float, quantized_layers
 
