@@ -45,7 +45,12 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        return f"{self.key}@{self.threads}" + "".join(f",{k}={v}" for k, v in self.options)
+        return _name(self.key, self.threads, self.options)
+
+
+def _name(key: str, threads: int, options: Sequence[Tuple[str, Any]]) -> str:
+    """A candidate's key in ``timings_ms``: "<artifact>@<threads>[,<option>=<value>...]"."""
+    return f"{key}@{threads}" + "".join(f",{k}={v}" for k, v in options)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ class CpuDefault:
         return asdict(self)
 
     def summary(self) -> str:
-        name = Candidate(self.artifact, Runtime(self.runtime), self.precision, Path(), self.threads, tuple(self.options.items())).name
+        name = _name(self.artifact, self.threads, tuple(self.options.items()))
         others = ", ".join(f"{k} {v:.2f}" for k, v in self.timings_ms.items())
         return f"{name} ({self.runtime}): {self.timings_ms[name]:.2f} ms (all, ms: {others})"
 

@@ -80,8 +80,8 @@ def channel_layer_norms(module: nn.Module, reduce: bool = False) -> int:
     found = [(parent, name, child) for parent in module.modules() for name, child in parent.named_children()
              if isinstance(child, LayerNorm2d)]
     for parent, name, child in found:
-        setattr(parent, name, ChannelLayerNorm2d(child, reduce))
-    for norm in module.modules():
+        setattr(parent, name, ChannelLayerNorm2d(child))
+    for norm in module.modules():  # the new ones and any left by an earlier deploy() in another form
         if isinstance(norm, ChannelLayerNorm2d):
             norm.reduce = reduce
     return len(found)
