@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--progressive", type=_progressive, metavar="SIZE:EPOCHS",
                    help="progressive resizing: train the first EPOCHS epochs at SIZE x SIZE (e.g. 128:60), the rest and all validation at full size")
     p.add_argument("--checkpoint-minutes", type=positive_float, default=10.0, help="also write last.pt mid-epoch at this interval (default 10)")
+    p.add_argument("--init-weights", metavar="pretrained|FILE",
+                   help="start a new run from weights: 'pretrained' (the shipped ones) or a .safetensors/.pt file (fine-tuning); "
+                        "ignored on --resume, the run's own last.pt has them")
     return p
 
 
@@ -63,6 +66,7 @@ def _run(argv: List[str]) -> int:
         resume=args.resume, progress=not args.no_progress, device=args.device, precision=TrainPrecision(args.precision),
         augment=Augmentation(args.augment), max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
         low_res=args.progressive[0] if args.progressive else None, low_res_epochs=args.progressive[1] if args.progressive else 0,
+        init_weights=args.init_weights,
     )
     res = train(cfg)
     print(f"best val mDice {res.best_val.get('mdice', float('nan')):.4f} at epoch {res.best_epoch}; checkpoint {res.best_checkpoint}")

@@ -53,6 +53,18 @@ def refresh_metrics(model_name: str, data: str, dest: Path) -> dict:
     return card
 
 
+def _command(model_name: str, config: dict) -> str:
+    """The lightseg-train line that reproduces the run (its init file named as the run recorded it, sha256 beside)."""
+    words = ["lightseg-train", "--model", model_name, "--data", "DATA", "--epochs", str(config.get("epochs"))]
+    if config.get("precision", "fp32") != "fp32":
+        words += ["--precision", config["precision"]]
+    if config.get("low_res_epochs"):
+        words += ["--progressive", f"{config['low_res']}:{config['low_res_epochs']}"]
+    if config.get("init_weights"):
+        words += ["--init-weights", config["init_weights"]]
+    return " ".join(words + ["--resume"])
+
+
 def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = ()) -> dict:
     import torch
 
@@ -94,7 +106,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
             "history": history,  # every epoch: LR, train loss/Dice, val metrics, seconds (device and precision when recorded)
             "notes": list(notes),  # where the run departs from the paper's recipe, and why
             "seconds": round(sum(h["seconds"] for h in history)),
-            "command": f"lightseg-train --model {model_name} --data DATA --epochs {best['config'].get('epochs')} --resume",
+            "command": _command(model_name, best["config"]),
             "torch": torch.__version__,
             "shipped_on": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
         },

@@ -23,7 +23,8 @@ from ..errors import CheckpointError, LightsegError
 from ..export.config import check_img_size
 from .._hashing import brief_repr
 from ..models import create_model, get_model_config
-from ..models._weights import fit_summary
+from ..models._weights import fit_summary, load_weights, pretrained_path
+from .._hashing import path_argument, sha256_file
 from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import autocast, keep_dilated_convs_fp32, resolve_device
@@ -56,6 +57,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0  # last.pt is also written mid-epoch at this interval
     low_res: Optional[int] = None  # progressive resizing: train the first low_res_epochs epochs at low_res x low_res
     low_res_epochs: int = 0
+    init_weights: Optional[str] = None  # "pretrained" (the shipped weights) or a .safetensors/.pt file to start from
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "lr", "img_size", "max_train_images", "max_val_images", "threads", "checkpoint_minutes", "low_res")
@@ -213,7 +215,8 @@ class _Clock:
         return self.budget_s is not None and time.perf_counter() - self.start >= self.budget_s
 
 
-def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> Tuple[_Progress, List[dict], dict]:
+def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> Tuple[_Progress, List[dict], dict, dict]:
+    """Restore a run from its last.pt: (progress, history, best, what the run's first session started from)."""
     ck = load_checkpoint(path)
     recorded = ck["config"].get("model") if isinstance(ck.get("config"), dict) else None
     if recorded != cfg.model:
@@ -230,6 +233,7 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> 
         torch.set_rng_state(ck["torch_rng"])
         start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
         part = _Progress(**ck["partial"]) if ck.get("partial", {}).get("epoch") == start else _Progress(start)
+        started = {k: ck["config"][k] for k in _INIT_KEYS if k in ck["config"]}
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
         # A best.pt copied over last.pt, a file from an older version: not resumable, and torch's text is a key list
         raise CheckpointError(f"{path}: not a resumable last.pt ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
@@ -243,7 +247,20 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> 
             group["lr"] = lr
     at = f"epoch {start + 1}, batch {part.batches + 1}" if part.batches else f"epoch {start + 1}"
     print(f"resumed from {path} at {at} (best val mDice {best['mdice']:.4f} at epoch {best['epoch'] + 1})")
-    return part, history, best
+    return part, history, best, started
+
+
+_INIT_KEYS = ("init_weights", "init_sha256")
+
+
+def _init_weights(cfg: TrainConfig) -> Optional[Tuple[Path, str]]:
+    """The file a new run starts from and its sha256 (recorded in the run, so a card can say what it was tuned from)."""
+    if cfg.init_weights is None:
+        return None
+    path = pretrained_path(cfg.model) if cfg.init_weights == "pretrained" else path_argument(cfg.init_weights, "--init-weights")
+    if not path.is_file():
+        raise CheckpointError(f"--init-weights {path}: file not found; expected 'pretrained' or a .safetensors/.pt weights file")
+    return path, sha256_file(path)
 
 
 def downscale(x: torch.Tensor, y: torch.Tensor, size: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -302,6 +319,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         # Nothing to resume from, and a fresh run would overwrite the finished run's best.pt with its first epoch
         raise CheckpointError(f"{out}: --resume needs last.pt, but only best.pt is there (a finished or copied run); "
                               f"train into another --out, or move best.pt away to start over")
+    init = None if cfg.resume and last_path.exists() else _init_weights(cfg)  # a resumed run has its own weights
     device = resolve_device(cfg.device)
     precision = TrainPrecision(cfg.precision)
     autocast(device, precision)  # refuses fp16 on CPU before any image is decoded
@@ -316,16 +334,22 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     pre = _preprocess_for(cfg)
     train_ds, sampler, train_dl, val_dl = _loaders(cfg, samples, pre, device)
-    model = keep_dilated_convs_fp32(create_model(cfg.model).to(device), device, precision)
+    model = create_model(cfg.model)
+    if init:
+        load_weights(model, init[0])
+        print(f"initialised from {init[0].name} (sha256 {init[1][:16]}...)")
+    model = keep_dilated_convs_fp32(model.to(device), device, precision)
     opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision is TrainPrecision.FP16)
 
-    part, history, best = _Progress(0), [], {"epoch": -1, "mdice": -1.0}
+    part, history, best, started = _Progress(0), [], {"epoch": -1, "mdice": -1.0}, {}
     if cfg.resume and last_path.is_file():
-        part, history, best = _resume(last_path, cfg, recipe, model, opt, sched, scaler)
+        part, history, best, started = _resume(last_path, cfg, recipe, model, opt, sched, scaler)
 
-    config = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items() if v is not None}
+    config = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items() if v is not None and k != "init_weights"}
+    # a resumed run keeps what its first session started from, whatever --init-weights says now
+    config.update(dict(zip(_INIT_KEYS, (init[0].name, init[1]))) if init else started)
     meta = {"config": config, "preprocess": pre.to_dict(), "recipe": asdict(recipe)}
     clock = _Clock(cfg.checkpoint_minutes * 60, None if cfg.max_minutes is None else cfg.max_minutes * 60)
 

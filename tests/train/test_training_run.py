@@ -170,3 +170,26 @@ def test_compacted_resume_state_is_small_and_resumes(sample_dir, tmp_path):
     assert torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]["state"] == {}
     assert train_cli.main(args + ["--epochs", "2", "--resume"]) == 0
     assert [h["epoch"] for h in torch.load(tmp_path / "last.pt", weights_only=True)["history"]] == [1, 2]
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_records_them(sample_dir, tmp_path, capsys):
+    from lightseg_edge.models._weights import pretrained_path, sha256_file
+    from lightseg_edge.train.ship import _command
+
+    args = ["--model", "ucmnet", "--data", str(sample_dir), "--img-size", "128", "--batch-size", "2", "--no-progress",
+            "--threads", "1", "--epochs", "1", "--max-train-images", "2", "--max-val-images", "2", "--lr", "1e-12"]
+    assert train_cli.main(args + ["--out", str(tmp_path / "ft"), "--init-weights", "pretrained"]) == 0
+    ck = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
+    shipped = create_model("ucmnet", pretrained=True).state_dict()
+    for k, v in shipped.items():  # an LR of 1e-12 leaves the weights where they started
+        torch.testing.assert_close(ck["model"][k], v, rtol=0, atol=1e-6, msg=k)
+    assert ck["config"]["init_sha256"] == sha256_file(pretrained_path("ucmnet"))
+    assert "--init-weights ucmnet.safetensors" in _command("ucmnet", ck["config"])
+
+    assert train_cli.main(args + ["--out", str(tmp_path / "ft"), "--epochs", "2", "--resume"]) == 0  # no --init-weights now
+    assert torch.load(tmp_path / "ft" / "last.pt", weights_only=True)["config"]["init_sha256"] == ck["config"]["init_sha256"]
+    capsys.readouterr()
+    assert train_cli.main(args + ["--out", str(tmp_path / "missing"), "--init-weights", str(tmp_path / "nope.safetensors")]) == 2
+    assert "nope.safetensors: file not found" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    assert train_cli.main(args + ["--model", "unet", "--out", str(tmp_path / "u"), "--init-weights", "pretrained"]) == 2
+    assert "no shipped pretrained weights" in capsys.readouterr().err
