@@ -48,6 +48,9 @@ class UCMBlock(nn.Module):
         self.act = nn.GELU()
         self.fc2 = nn.Conv2d(dim, dim, 1)
         self.dwconv2 = _DWConv(dim)
+        # The released block returns h + h, and a LayerNorm always follows it; deploy() leaves the doubling out and
+        # quarters that norm's eps instead, which gives the same bits (scaling by 2 is exact) one tensor pass sooner.
+        self.doubled = True
         self.apply(self._init_weights)
 
     @staticmethod
@@ -65,7 +68,7 @@ class UCMBlock(nn.Module):
         skip = h.detach()  # the released code's stop-gradient skip of the normalised input
         h = self.fc2(self.act(self.dwconv1(self.fc1(h))))
         h = self.dwconv2(h) + skip
-        return h + h  # x + DropPath(x) with drop_path = 0
+        return h + h if self.doubled else h  # x + DropPath(x) with drop_path = 0
 
 
 class _PatchEmbed(nn.Module):
@@ -145,11 +148,16 @@ class UCMNet(SegModel):
 
         ``DeployForm.OPENVINO`` also makes the six bilinear x2 upsamplings ``BilinearUpsample2x`` (Pad + depthwise
         Conv + DepthToSpace), which OpenVINO runs faster than its Interpolate and ONNX Runtime slower than its Resize.
+        Every form leaves out each block's final doubling (``UCMBlock.doubled``), exactly compensated in the next norm.
         """
         if self.check_form(form) is DeployForm.OPENVINO:
             for owner, name, channels in [*((u, "up", u.conv.out_channels) for u in self.ups), (self, "head_up", self.head.out_channels)]:
                 setattr(owner, name, BilinearUpsample2x(channels))
         channel_layer_norms(self, reduce=form in REDUCTION_FORMS)
+        for block, norm in [(stage[1], stage[2]) for stage in self.encoders] + [tuple(pair) for pair in self.dec_blocks]:
+            if block.doubled:  # once: deploy() may run again for another form
+                block.doubled = False
+                norm.eps /= 4  # LN(2h) with eps == LN(h) with eps / 4, bit for bit
         return self.eval()
 
 

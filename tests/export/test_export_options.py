@@ -41,6 +41,30 @@ def test_simplifier_choice_is_recorded(sample_dir, tmp_path, simplifier):
     assert res.parity.passed
 
 
+@pytest.mark.parametrize("simplifier", ["onnxsim", "onnxslim"])
+def test_simplified_graph_keeps_gelu_fusable_for_onnx_runtime(tmp_path, simplifier):
+    """UCM-Net's ten exact GELUs each feed a 1x1 conv; folding their 0.5 into it would leave Div/Erf/Add/Mul, which
+    ONNX Runtime no longer fuses into its Gelu kernel."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from lightseg_edge.export.onnx_export import export_onnx, input_spec
+    from lightseg_edge.export.simplify import simplify_onnx
+    from lightseg_edge.models import create_model
+
+    torch.manual_seed(0)
+    raw = export_onnx(create_model("ucmnet").deploy(), tmp_path / "raw.onnx", input_spec(1, (128, 128), False))
+    simplified, used = simplify_onnx(raw, tmp_path / "model.onnx", simplifier)
+    assert used == simplifier
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(simplified), opts, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("Gelu") == 10 and "Erf" not in ops
+
+
 def test_onnxsim_failure_falls_back_to_onnxslim(sample_dir, tmp_path, monkeypatch, caplog):
     from lightseg_edge.export import export, simplify
 

@@ -100,3 +100,20 @@ def test_a_deployed_lmsaunet_does_not_silently_change_form():
     model = create_model("lmsaunet").deploy()
     with pytest.raises(ValueError, match="already deployed"):
         model.deploy(DeployForm.OPENVINO)
+
+
+def test_ucmnet_leaves_out_each_blocks_doubling_bit_for_bit(images):
+    """UCM block returns h + h and a LayerNorm always follows: the deploy form drops the doubling and quarters that
+    norm's eps, which is exact (scaling by 2 commutes with rounding), and a second deploy() does not quarter it again."""
+    deployed = _model("ucmnet").deploy()
+    pairs = [(stage[1], stage[2]) for stage in deployed.encoders] + [tuple(pair) for pair in deployed.dec_blocks]
+    assert len(pairs) == 10 and not any(block.doubled for block, _ in pairs)
+    eps = [norm.eps for _, norm in pairs]
+    doubled = copy.deepcopy(deployed)
+    for block, norm in [(s[1], s[2]) for s in doubled.encoders] + [tuple(p) for p in doubled.dec_blocks]:
+        block.doubled, norm.eps = True, norm.eps * 4
+    x = _batch("ucmnet", images)
+    with torch.no_grad():
+        assert torch.equal(deployed(x), doubled(x))
+    deployed.deploy(DeployForm.OPENVINO)
+    assert [norm.eps for _, norm in pairs] == eps
