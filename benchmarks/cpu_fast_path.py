@@ -8,8 +8,10 @@ Variants of one model, all fp32 and through the project's own predictors (``infe
 ISIC image, batch 1):
 
 - ``ort-baseline``: ONNX Runtime on the export as it was before the deploy-form work: ``deploy()`` with every
-  ``ChannelLayerNorm2d`` put back as ``LayerNorm2d`` (Transpose -> LayerNormalization -> Transpose); for a model
-  without a LayerNorm, its default deploy form. Every ratio is to this one.
+  ``ChannelLayerNorm2d`` put back as ``LayerNorm2d`` (Transpose -> LayerNormalization -> Transpose) and UCM-Net's
+  block doubling kept, simplified by onnxsim with all its passes (which folds each GELU's 0.5 into the next 1x1
+  conv, so ONNX Runtime cannot fuse the GELU); for a model without a LayerNorm, its default deploy form, simplified
+  that way. Every ratio is to this one.
 - ``ort-default``: ONNX Runtime on today's default deploy form (what ``lightseg-export`` writes as ``model.onnx``);
 - ``ort-default-extended``: the same with ``graph_optimization_level="extended"``, i.e. without ONNX Runtime's NCHWc
   layout (one of the settings the export's CPU default times);
@@ -36,6 +38,7 @@ Writes ``cpu_fast_path.json`` and ``.md`` into ``--out``; exit status 1 when a v
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime
 import json
@@ -86,17 +89,30 @@ def _sample_batch(name: str) -> np.ndarray:
 
 # -- the child process: the forms, checked and exported ------------------------------------------------------------------
 def baseline_form(train: Any) -> Any:
-    """``deploy()`` with each ``ChannelLayerNorm2d`` back as a ``LayerNorm2d`` over the same Parameters."""
-    from lightseg_edge.models._layers import ChannelLayerNorm2d, LayerNorm2d
+    """``deploy()`` with each ``ChannelLayerNorm2d`` back as the training form's ``LayerNorm2d`` and each in-place
+    change ``deploy()`` makes to a block (UCM-Net's dropped doubling) undone."""
+    from lightseg_edge.models._layers import ChannelLayerNorm2d
 
     deployed = copy.deepcopy(train).deploy()
-    for parent in list(deployed.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, ChannelLayerNorm2d):
-                ln = LayerNorm2d(child.channels, eps=child.eps)
-                ln.weight, ln.bias = child.weight, child.bias
-                setattr(parent, name, ln)
+    for path, child in list(deployed.named_modules()):
+        if isinstance(child, ChannelLayerNorm2d):
+            parent, _, name = path.rpartition(".")
+            setattr(deployed.get_submodule(parent), name, copy.deepcopy(train.get_submodule(path)))
+        elif hasattr(child, "doubled"):
+            child.doubled = train.get_submodule(path).doubled
     return deployed.eval()
+
+
+@contextlib.contextmanager
+def _simplified_as_before():
+    """onnxsim with all its passes, as the export ran before it kept GELUs fusable (lightseg_edge.export.simplify)."""
+    from lightseg_edge.export import simplify
+
+    kept, simplify._KEEP_GELU = simplify._KEEP_GELU, ()
+    try:
+        yield
+    finally:
+        simplify._KEEP_GELU = kept
 
 
 def _export_child(folder: Path, models: List[str], seed: int) -> Dict[str, Any]:
@@ -125,7 +141,8 @@ def _export_child(folder: Path, models: List[str], seed: int) -> Dict[str, Any]:
                 paths = {}
                 for batch in (1, BATCH_LARGE):
                     raw = export_onnx(model, folder / f"{name}-{form}-b{batch}.raw.onnx", input_spec(batch, size, False))
-                    paths[batch] = str(simplify_onnx(raw, folder / f"{name}-{form}-b{batch}.onnx")[0])
+                    with _simplified_as_before() if form == "baseline" else contextlib.nullcontext():
+                        paths[batch] = str(simplify_onnx(raw, folder / f"{name}-{form}-b{batch}.onnx")[0])
                 rec["forms"][form] = {"onnx": paths, "torch_max_abs_vs_training": float((out.double() - ref.double()).abs().max()),
                                       "torch_mask_pixels_flipped": int(((out > 0) != (ref > 0)).sum())}
             rec["tflite"] = {f: _tflite(forms[f], folder / f"{name}-{f}", size) for f in ("default", "litert") if f in forms}
