@@ -21,10 +21,9 @@ from ..data.dataset import EpochShuffle, SegmentationDataset, subset
 from ..data.layouts import Sample, describe_data, detect_layout, list_samples
 from ..errors import CheckpointError, LightsegError
 from ..export.config import check_img_size
-from .._hashing import brief_repr
+from .._hashing import brief_repr, path_argument, sha256_file
 from ..models import create_model, get_model_config
 from ..models._weights import fit_summary, load_weights, pretrained_path
-from .._hashing import path_argument, sha256_file
 from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import autocast, keep_dilated_convs_fp32, resolve_device
