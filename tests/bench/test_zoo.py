@@ -45,6 +45,12 @@ def test_table_has_every_model_and_only_shipped_accuracy(tmp_path, monkeypatch):
     assert "not trained (48 GMACs" in text  # unet says why it has no weights
 
 
+def test_a_fine_tuned_card_says_so():
+    card = {"training": {"epochs_run": 30, "config": {"init_weights": "egeunet.safetensors", "init_sha256": "ab" * 32}}}
+    assert zoo._epochs(card) == "30, fine-tuned"
+    assert zoo._epochs({"training": {"epochs_run": 18, "config": {}}}) == "18"
+
+
 def test_bad_latency_file_exits_2(tmp_path, capsys):
     bad = tmp_path / "x.json"
     bad.write_text("{}")
