@@ -252,14 +252,15 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> 
 _INIT_KEYS = ("init_weights", "init_sha256")
 
 
-def _init_weights(cfg: TrainConfig) -> Optional[Tuple[Path, str]]:
-    """The file a new run starts from and its sha256 (recorded in the run, so a card can say what it was tuned from)."""
+def _init_weights(cfg: TrainConfig) -> Optional[Tuple[Path, Dict[str, str]]]:
+    """The file a new run starts from, and its record for the run's config: name and sha256 (so a card can say what
+    the weights were tuned from)."""
     if cfg.init_weights is None:
         return None
     path = pretrained_path(cfg.model) if cfg.init_weights == "pretrained" else path_argument(cfg.init_weights, "--init-weights")
     if not path.is_file():
         raise CheckpointError(f"--init-weights {path}: file not found; expected 'pretrained' or a .safetensors/.pt weights file")
-    return path, sha256_file(path)
+    return path, dict(zip(_INIT_KEYS, (path.name, sha256_file(path))))
 
 
 def downscale(x: torch.Tensor, y: torch.Tensor, size: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -336,7 +337,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     model = create_model(cfg.model)
     if init:
         load_weights(model, init[0])
-        print(f"initialised from {init[0].name} (sha256 {init[1][:16]}...)")
+        print(f"initialised from {init[0].name} (sha256 {init[1]['init_sha256'][:16]}...)")
     model = keep_dilated_convs_fp32(model.to(device), device, precision)
     opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
@@ -348,7 +349,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     config = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items() if v is not None and k != "init_weights"}
     # a resumed run keeps what its first session started from, whatever --init-weights says now
-    config.update(dict(zip(_INIT_KEYS, (init[0].name, init[1]))) if init else started)
+    config.update(init[1] if init else started)
     meta = {"config": config, "preprocess": pre.to_dict(), "recipe": asdict(recipe)}
     clock = _Clock(cfg.checkpoint_minutes * 60, None if cfg.max_minutes is None else cfg.max_minutes * 60)
 
