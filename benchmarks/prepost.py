@@ -13,7 +13,11 @@ here) and times, with ONNX Runtime on
   sigmoid over the full-size logits, then threshold), kept here as the reference.
 
 Rounds are interleaved (A B C, then C B A, ...); a figure is the median of its rounds' medians. The two predict paths
-must give identical masks, which the script checks. Writes ``prepost.json`` and ``prepost.md`` into ``--out``.
+must give identical masks, which the script checks.
+
+Where the overhead goes: ``pre`` (resize + normalise) and ``post`` (logits to mask) are also timed alone, back to back
+(their data stays in the cache), and inside a pre -> infer -> post loop like ``predict()``'s, each stage timed on
+its own (after the network has streamed its activations through the caches, their data is cold). Writes ``prepost.json`` and ``prepost.md`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -79,6 +84,24 @@ def _predictor(model: str, work: Path, threads: int):
     return load_predictor(str(work / model), runtime="onnxruntime", precision="fp32", threads=threads), "shipped" if shipped else "random"
 
 
+def _stages(pred, image: np.ndarray, rounds: int, iters: int) -> Dict[str, float]:
+    """Median ms of each stage of a pre -> infer -> post loop, every stage timed on its own."""
+    from lightseg_edge.data.transforms import logits_to_mask, preprocess_batch
+
+    cfg, times = pred.preprocess_config, {"pre": [], "infer": [], "post": []}
+    for _ in range(rounds * iters):
+        t0 = time.perf_counter()
+        x = preprocess_batch([image], cfg)
+        t1 = time.perf_counter()
+        logits = pred.infer(x)
+        t2 = time.perf_counter()
+        logits_to_mask(logits[0], image.shape[:2], pred.threshold)
+        t3 = time.perf_counter()
+        for k, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+            times[k].append(dt * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def markdown(result: Dict[str, Any]) -> str:
     """The Markdown table of a run (also the README's ``prepost`` block)."""
     args = result["settings"]
@@ -91,6 +114,13 @@ def markdown(result: Dict[str, Any]) -> str:
         share = "-" if m["other_cpu_share"] is None else f"{m['other_cpu_share']:.0%}"
         lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | "
                      f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {m['masks_identical']} | {share} |")
+    staged = {model: m for model, m in result["models"].items() if "stages_ms" in m}
+    if staged:
+        lines += ["", "Where the overhead goes (ms): each stage alone (back to back, its data cached) and inside a pre -> infer -> post loop.", "",
+                  "| model | pre alone | pre in loop | infer in loop | post alone | post in loop |", "|---|---:|---:|---:|---:|---:|"]
+        for model, m in staged.items():
+            med, st = m["median_ms"], m["stages_ms"]
+            lines.append(f"| {model} | {med['pre']:.3f} | {st['pre']:.3f} | {st['infer']:.2f} | {med['post']:.3f} | {st['post']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -99,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from lightseg_edge.bench.machine import load_between, snapshot
     from lightseg_edge.bench.timing import interleaved_rounds
     from lightseg_edge.bench.report import atomic_write
-    from lightseg_edge.data.transforms import preprocess_batch
+    from lightseg_edge.data.transforms import logits_to_mask, preprocess_batch
 
     image = _image(args.size)
     result: Dict[str, Any] = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -112,17 +142,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                 pred, weights = _predictor(model, Path(work), args.threads)
                 batch = preprocess_batch([image], pred.preprocess_config)
                 same = bool(np.array_equal(pred.predict(image), _float_path(pred, image)))
+                logits = pred.infer(batch)
                 variants = {"infer": lambda: pred.infer(batch), "predict": lambda: pred.predict(image),
-                            "predict (float path)": lambda: _float_path(pred, image)}
+                            "predict (float path)": lambda: _float_path(pred, image),
+                            "pre": lambda: preprocess_batch([image], pred.preprocess_config),
+                            "post": lambda: logits_to_mask(logits[0], image.shape[:2], pred.threshold)}
                 before = snapshot()
                 rounds = interleaved_rounds(variants, args.rounds, args.iters, warmup=5)
                 load = load_between(before, snapshot())
                 med = {k: statistics.median(v) for k, v in rounds.items()}
+                stages = _stages(pred, image, args.rounds, args.iters)
                 result["models"][model] = {"weights": weights, "masks_identical": same, "rounds_ms": rounds, "median_ms": med,
                                            # per-round ratios: the variants of one round ran back to back, so the
                                            # ratio survives this VM's switches between speeds, which medians do not
                                            "predict_over_infer": _paired(rounds, "predict"),
-                                           "float_path_over_infer": _paired(rounds, "predict (float path)"),
+                                           "float_path_over_infer": _paired(rounds, "predict (float path)"), "stages_ms": stages,
                                            "loadavg": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
                 pred.close()
                 print(f"{model}: infer {med['infer']:.2f} ms, predict {med['predict']:.2f} ms "

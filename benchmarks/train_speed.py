@@ -8,7 +8,10 @@ recipe's optimiser step) on batches of real ISIC images, for these variants:
 - ``fp32@256``: the reference (float32, 256x256);
 - ``bf16@256``: ``torch.autocast(cpu, bfloat16)``, what ``lightseg-train --precision bf16`` does;
 - ``fp32@128`` / ``bf16@128``: the early epochs of ``lightseg-train --progressive 128:N`` (batches area-downscaled);
-- ``fp32@256 channels_last``: model and input in channels_last memory format.
+- ``fp32@256 channels_last``: model and input in channels_last memory format;
+- ``fp32@256 compile``, ``bf16@256 compile``, ``bf16@128 compile``: ``torch.compile`` (inductor, default mode) of the model's training
+  forward. Not in the default ``--variants`` (compiling takes minutes per process); the "first step" column shows
+  what each process paid before its timed steps, compilation included, which every resumed run pays again.
 
 It also times what the trainer's decoded-image cache saves: reading and resizing one ISIC JPEG (what an uncached
 loader does per sample per epoch) against indexing the decoded array (what the trainer does).
@@ -41,18 +44,22 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 VARIANTS = {
-    "fp32@256": dict(size=256, bf16=False, channels_last=False),
-    "bf16@256": dict(size=256, bf16=True, channels_last=False),
-    "fp32@128": dict(size=128, bf16=False, channels_last=False),
-    "bf16@128": dict(size=128, bf16=True, channels_last=False),
+    "fp32@256": dict(size=256, bf16=False),
+    "bf16@256": dict(size=256, bf16=True),
+    "fp32@128": dict(size=128, bf16=False),
+    "bf16@128": dict(size=128, bf16=True),
     "fp32@256 channels_last": dict(size=256, bf16=False, channels_last=True),
+    "fp32@256 compile": dict(size=256, bf16=False, compile=True),
+    "bf16@256 compile": dict(size=256, bf16=True, compile=True),
+    "bf16@128 compile": dict(size=128, bf16=True, compile=True),
 }
+DEFAULT_VARIANTS = [v for v, how in VARIANTS.items() if not how.get("compile")]
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="lmsaunet,lmsaunet_n32,ucmnet,egeunet,malunet,unext_s")
-    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=2, help="timed steps per (model, variant) and round")
     p.add_argument("--batch-size", type=int, default=8)
@@ -94,12 +101,13 @@ class _Runner:
 
         torch.manual_seed(0)
         v = VARIANTS[self.variant]
-        self.size, self.bf16, self.cl = v["size"], v["bf16"], v["channels_last"]
+        self.size, self.bf16, self.cl = v["size"], v["bf16"], v.get("channels_last", False)
         self.recipe = recipe_for(self.model_name)
         precision = TrainPrecision.BF16 if self.bf16 else TrainPrecision.FP32
         self.model = keep_dilated_convs_fp32(create_model(self.model_name).train(), torch.device("cpu"), precision)
         if self.cl:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_train = torch.compile(self.model.forward_train) if v.get("compile") else self.model.forward_train
         self.opt = _optimizer(self.recipe.optimizer, self.model.parameters(), self.recipe.lr, self.recipe.weight_decay)
 
     def step(self, x, y) -> None:
@@ -113,7 +121,7 @@ class _Runner:
             x = x.contiguous(memory_format=torch.channels_last)
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
         with ctx:
-            final, stages = self.model.forward_train(x)
+            final, stages = self.forward_train(x)
         final, stages = final.float(), [s.float() for s in stages or []]
         base = LOSSES[self.recipe.loss]
         loss = group_loss(base, final, stages, y, self.recipe.group_weights) if self.recipe.group_weights and stages else base(final, y)
@@ -170,15 +178,17 @@ def _median(values: List[Optional[float]]) -> Optional[float]:
 
 def _markdown(result: Dict[str, Any]) -> str:
     lines = ["# CPU training speed (seconds per training image)", "", f"Created {result['created']}; {result['settings_text']}.", "",
-             "| model | variant | s/image per round | s/image (median) | ratio to fp32@256 | other processes' CPU share |",
-             "|---|---|---|---|---|---|"]
+             "| model | variant | s/image per round | s/image (median) | ratio to fp32@256 | first step (s) | other processes' CPU share |",
+             "|---|---|---|---|---|---:|---|"]
     for model, variants in result["models"].items():
         for name, v in variants.items():
             per = " / ".join(r["error"] if r["s_per_image"] is None else f"{r['s_per_image']:.3f}" for r in v["rounds"])
             share = " / ".join("-" if r["other_cpu_share"] is None else f"{r['other_cpu_share']:.0%}" for r in v["rounds"])
             med = "crashed" if v["s_per_image"] is None else f"{v['s_per_image']:.3f}"
             ratio = "-" if v["ratio"] is None else f"{v['ratio']:.2f}"
-            lines.append(f"| {model} | {name} | {per} | {med} | {ratio} | {share} |")
+            firsts = [r["first_step_s"] for r in v["rounds"] if r.get("first_step_s") is not None]
+            first = f"{statistics.median(firsts):.1f}" if firsts else "-"
+            lines.append(f"| {model} | {name} | {per} | {med} | {ratio} | {first} | {share} |")
     d = result["decode"]
     lines += ["", f"Decoded-image cache: reading + resizing one ISIC JPEG takes {d['decode_resize_s'] * 1000:.1f} ms; indexing the "
               f"trainer's decoded array takes {d['cached_s'] * 1000:.3f} ms (per image, {d['images']} images).", ""]
@@ -191,8 +201,10 @@ def _child(args: argparse.Namespace, data: str) -> int:
     torch.set_num_threads(args.threads)
     x, y, _, _ = _batch(data, args.batch_size)
     runner = _Runner(*args.one)
-    runner.step(x, y)  # untimed: first-call allocations and oneDNN primitive creation
-    print(json.dumps(_measure(runner, x, y, args.steps)))
+    t0 = time.perf_counter()
+    runner.step(x, y)  # untimed: first-call allocations, oneDNN primitive creation, compilation
+    first = time.perf_counter() - t0
+    print(json.dumps({**_measure(runner, x, y, args.steps), "first_step_s": first}))
     return 0
 
 
@@ -203,7 +215,8 @@ def _spawn(args: argparse.Namespace, data: str, model: str, variant: str) -> Dic
     if done.returncode != 0:  # recorded, not fatal: a variant that crashes is a finding too
         how = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
         tail = done.stderr.strip().splitlines()[-1:] or [""]
-        return {"s_per_image": None, "error": f"{how} {tail[0][:200]}".strip(), "loadavg_before": None, "other_cpu_share": None}
+        return {"s_per_image": None, "error": f"{how} {tail[0][:200]}".strip(), "loadavg_before": None, "other_cpu_share": None,
+                "first_step_s": None}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -239,7 +252,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"round {i + 1}/{args.rounds} {key[0]:>13s} {key[1]:<24s} {shown}", file=sys.stderr, flush=True)
     result: Dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings_text": (f"batch {args.batch_size} real ISIC train images, {args.threads} threads, {args.rounds} interleaved rounds, each "
+        # the batch is what the data holds, up to --batch-size (the committed sample has 4 train images)
+        "settings_text": (f"batch {len(ds.samples)} real ISIC train images ({Path(data).name}), {args.threads} threads, {args.rounds} interleaved rounds, each "
                           f"a fresh process timing {args.steps} steps after one untimed step; torch {torch.__version__}"),
         "environment": env_summary(collect_environment()), "decode": {**decode, "images": len(ds.samples)}, "models": {},
     }
