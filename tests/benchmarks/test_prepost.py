@@ -1,0 +1,26 @@
+"""benchmarks/prepost.py runs end to end: it exports, checks that predict() and the float reference path give the same
+masks, and writes its JSON and Markdown with the per-stage figures (the timings themselves are not asserted)."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prepost.py"
+
+pytest.importorskip("onnxruntime")
+
+
+def test_prepost_script_writes_its_tables(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--models", "ucmnet", "--size", "320", "--rounds", "1", "--iters", "2", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert done.value.code == 0
+    result = json.loads((tmp_path / "prepost.json").read_text())
+    m = result["models"]["ucmnet"]
+    assert m["masks_identical"] is True
+    assert set(m["stages_ms"]) == {"pre", "infer", "post"} and all(v > 0 for v in m["stages_ms"].values())
+    assert set(m["median_ms"]) >= {"infer", "predict", "pre", "post"}
+    assert "| ucmnet |" in (tmp_path / "prepost.md").read_text()
