@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 from .._atomic import write_text_atomic
 from .._hashing import sha256_file
 from ..cli._common import run_cli
+from .interpolate import DEFAULT_ALPHAS, check_alphas, choose, run_start
 
 
 def _measure(model_name: str, weights: Path, data: str, pre) -> dict:
@@ -65,7 +66,19 @@ def _command(model_name: str, config: dict) -> str:
     return " ".join(words + ["--resume"])
 
 
-def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = ()) -> dict:
+def _val_loader(data: str, pre):
+    from torch.utils.data import DataLoader
+
+    from ..data.dataset import SegmentationDataset
+    from ..data.layouts import list_samples
+
+    return DataLoader(SegmentationDataset(list_samples(data, "val"), pre), batch_size=16)
+
+
+def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = (),
+         alphas: Optional[Sequence[float]] = None, start: Optional[Path] = None) -> dict:
+    """Ship a run's best.pt; with ``alphas``, the WiSE-FT mixture of it and the weights the run started from with the
+    best val mDice (train/interpolate.py), recorded in the card."""
     import torch
 
     from ..data.layouts import list_samples
@@ -77,12 +90,15 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
     best, last = load_checkpoint(run / "best.pt"), load_checkpoint(run / "last.pt")
     if best["config"]["model"] != model_name:
         raise ValueError(f"{run}: run is for {best['config']['model']!r}, not {model_name!r}")
+    pre = PreprocessConfig.from_dict(best["preprocess"])
+    state, interpolation = best["model"], None
+    if alphas is not None:  # before anything is written: the start may be the shipped file about to be replaced
+        state, interpolation = choose(model_name, run_start(model_name, best["config"], start), state, _val_loader(data, pre), alphas)
     model = create_model(model_name)
-    model.load_state_dict(best["model"])
+    model.load_state_dict(state)
     dest.mkdir(parents=True, exist_ok=True)
     weights = save_safetensors(model, dest / f"{model_name}.safetensors", model_name)
 
-    pre = PreprocessConfig.from_dict(best["preprocess"])
     metrics = _measure(model_name, weights, data, pre)
     split_csv = Path(data) / "split.csv"
     history = last["history"]
@@ -94,7 +110,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
             "dataset": "ISIC 2018 Task 1 training release (2,594 images), split by the project's fixed split.csv",
             "split_file_sha256": sha256_file(split_csv) if split_csv.is_file() else None,
             "train_images": len(list_samples(data, "train")),
-            "selection": "best val mDice",
+            "selection": "best val mDice" + (", then the WiSE-FT mixture with the best val mDice" if interpolation else ""),
             "evaluated_on": {s: metrics[s]["images"] for s in metrics},
         },
         "training": {
@@ -105,6 +121,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
             "lr_by_epoch": [h["lr"] for h in history],
             "history": history,  # every epoch: LR, train loss/Dice, val metrics, seconds (device and precision when recorded)
             "notes": list(notes),  # where the run departs from the paper's recipe, and why
+            **({"interpolation": interpolation.to_dict()} if interpolation else {}),
             "seconds": round(sum(h["seconds"] for h in history)),
             "command": _command(model_name, best["config"]),
             "torch": torch.__version__,
@@ -130,10 +147,21 @@ def _run(argv: List[str]) -> int:
     p.add_argument("--dest", type=Path, default=WEIGHTS_DIR)
     p.add_argument("--note", action="append", default=[], help="a departure from the paper's recipe, recorded in the card (repeatable)")
     p.add_argument("--refresh-metrics", action="store_true", help="re-measure the metrics of the already shipped weights (no --run)")
+    p.add_argument("--interpolate", nargs="?", const=",".join(map(str, DEFAULT_ALPHAS)), metavar="ALPHAS",
+                   help="a fine-tuned run: ship the mixture (1-a)*start + a*run with the best val mDice over the comma-separated "
+                        f"mixing weights a (default {','.join(map(str, DEFAULT_ALPHAS))}; 1 is the run itself)")
+    p.add_argument("--interpolate-from", type=Path, help="the file the run started from, when it is not where the run recorded it")
     args = p.parse_args(argv)
     if args.refresh_metrics == bool(args.run):
         p.error("give either --run DIR (ship a run) or --refresh-metrics (re-measure shipped weights)")
-    card = refresh_metrics(args.model, args.data, args.dest) if args.refresh_metrics else ship(args.model, args.run, args.data, args.dest, args.note)
+    alphas = None
+    if args.interpolate is not None:
+        try:
+            alphas = check_alphas(float(a) for a in args.interpolate.split(","))
+        except ValueError as exc:
+            p.error(str(exc) if "--interpolate" in str(exc) else f"--interpolate: expected comma-separated numbers in [0, 1], got {args.interpolate!r}")
+    card = (refresh_metrics(args.model, args.data, args.dest) if args.refresh_metrics
+            else ship(args.model, args.run, args.data, args.dest, args.note, alphas, args.interpolate_from))
     for split, m in card["metrics"].items():
         print(f"{split}: mDice {m['mdice']:.4f}  mIoU {m['miou']:.4f}  Dice* {m['dice_star']:.4f}  IoU* {m['iou_star']:.4f}  ({m['images']} images)")
     print(f"shipped {args.dest / card['weights']} (sha256 {card['sha256'][:16]}...)")
