@@ -17,7 +17,9 @@ must give identical masks, which the script checks.
 
 Where the overhead goes: ``pre`` (resize + normalise) and ``post`` (logits to mask) are also timed alone, back to back
 (their data stays in the cache), and inside a pre -> infer -> post loop like ``predict()``'s, each stage timed on
-its own (after the network has streamed its activations through the caches, their data is cold). Writes ``prepost.json`` and ``prepost.md`` into ``--out``.
+its own (after the network has streamed its activations through the caches, their data is cold).
+
+Writes ``prepost.json`` and ``prepost.md`` into ``--out``.
 """
 
 from __future__ import annotations

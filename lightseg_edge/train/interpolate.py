@@ -34,10 +34,10 @@ class Interpolation:
 
 
 def check_alphas(alphas: Sequence[float]) -> Tuple[float, ...]:
-    alphas = list(alphas)
-    out = tuple(sorted(set(float(a) for a in alphas)))
-    if not out or not all(0.0 <= a <= 1.0 for a in out):
-        raise ValueError(f"--interpolate: expected mixing weights in [0, 1], got {list(alphas)}")
+    alphas = [float(a) for a in alphas]
+    if not alphas or not all(0.0 <= a <= 1.0 for a in alphas):
+        raise ValueError(f"--interpolate: expected mixing weights in [0, 1], got {alphas}")
+    out = tuple(sorted(set(alphas)))
     return out
 
 

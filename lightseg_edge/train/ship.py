@@ -154,6 +154,8 @@ def _run(argv: List[str]) -> int:
     args = p.parse_args(argv)
     if args.refresh_metrics == bool(args.run):
         p.error("give either --run DIR (ship a run) or --refresh-metrics (re-measure shipped weights)")
+    if args.interpolate_from and args.interpolate is None:
+        p.error("--interpolate-from: give --interpolate too")
     alphas = None
     if args.interpolate is not None:
         try:

@@ -49,6 +49,11 @@ def test_a_fine_tuned_card_says_so():
     card = {"training": {"epochs_run": 30, "config": {"init_weights": "egeunet.safetensors", "init_sha256": "ab" * 32}}}
     assert zoo._epochs(card) == "30, fine-tuned"
     assert zoo._epochs({"training": {"epochs_run": 18, "config": {}}}) == "18"
+    card["training"]["interpolation"] = {"chosen_alpha": 0.75}
+    assert zoo._epochs(card) == "30, fine-tuned, WiSE-FT 0.75"
+    row = zoo.ZooRow("egeunet", 1, 0.1, {**card, "metrics": {}}, None, None, None, None)
+    assert "WiSE-FT 0.75 |" in zoo.zoo_markdown([row]) and "a chosen on val" in zoo.zoo_markdown([row])
+    assert "WiSE-FT" not in zoo.zoo_markdown([zoo.ZooRow("ucmnet", 1, 0.1, None, None, None, None, None)])
 
 
 def test_bad_latency_file_exits_2(tmp_path, capsys):
