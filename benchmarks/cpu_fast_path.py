@@ -121,7 +121,7 @@ def _export_child(folder: Path, models: List[str], seed: int) -> Dict[str, Any]:
     from lightseg_edge.export.onnx_export import export_onnx, input_spec
     from lightseg_edge.export.simplify import simplify_onnx
     from lightseg_edge.models import create_model, get_model_config
-    from lightseg_edge.models._weights import has_pretrained
+    from lightseg_edge.models._weights import has_pretrained, pretrained_path, sha256_file
 
     info: Dict[str, Any] = {}
     for name in models:
@@ -132,7 +132,9 @@ def _export_child(folder: Path, models: List[str], seed: int) -> Dict[str, Any]:
         forms.update({f.value: copy.deepcopy(train).deploy(f) for f in type(train).deploy_forms})
         x = torch.from_numpy(_sample_batch(name))
         size = get_model_config(name).input_size
-        rec: Dict[str, Any] = {"weights": "shipped" if shipped else f"random:{seed}", "forms": {}}
+        # which shipped weights: the accuracy columns belong to them (the timings do not depend on the weights)
+        weights = f"shipped:{sha256_file(pretrained_path(name))[:12]}" if shipped else f"random:{seed}"
+        rec: Dict[str, Any] = {"weights": weights, "forms": {}}
         with torch.no_grad():
             ref = train(x)
             np.save(folder / f"{name}-reference.npy", ref.numpy())
