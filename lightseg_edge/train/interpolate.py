@@ -37,8 +37,16 @@ def check_alphas(alphas: Sequence[float]) -> Tuple[float, ...]:
     alphas = [float(a) for a in alphas]
     if not alphas or not all(0.0 <= a <= 1.0 for a in alphas):
         raise ValueError(f"--interpolate: expected mixing weights in [0, 1], got {alphas}")
-    out = tuple(sorted(set(alphas)))
-    return out
+    return tuple(sorted(set(alphas)))
+
+
+def parse_alphas(text: str) -> Tuple[float, ...]:
+    """``--interpolate``'s comma-separated mixing weights."""
+    try:
+        values = [float(a) for a in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--interpolate: expected comma-separated numbers in [0, 1], got {text!r}") from None
+    return check_alphas(values)
 
 
 def run_start(model_name: str, config: dict, given: Optional[Path] = None) -> Path:

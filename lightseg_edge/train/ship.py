@@ -19,20 +19,27 @@ from typing import List, Optional, Sequence
 from .._atomic import write_text_atomic
 from .._hashing import sha256_file
 from ..cli._common import run_cli
-from .interpolate import DEFAULT_ALPHAS, check_alphas, choose, run_start
+from .interpolate import DEFAULT_ALPHAS, choose, parse_alphas, run_start
 
 
-def _measure(model_name: str, weights: Path, data: str, pre) -> dict:
-    """val and test metrics of the shipped tensors, as users will load them."""
+def _loader(data: str, split: str, pre):
+    """One split, decoded once (the dataset decodes up front), for every evaluation that needs it."""
     from torch.utils.data import DataLoader
 
     from ..data.dataset import SegmentationDataset
     from ..data.layouts import list_samples
+
+    return DataLoader(SegmentationDataset(list_samples(data, split), pre), batch_size=16)
+
+
+def _measure(model_name: str, weights: Path, data: str, pre, val=None) -> dict:
+    """val and test metrics of the shipped tensors, as users will load them (``val``: a loader already built)."""
     from ..models import create_model
     from .trainer import evaluate_model
 
     shipped = create_model(model_name, checkpoint=weights).eval()
-    return {split: evaluate_model(shipped, DataLoader(SegmentationDataset(list_samples(data, split), pre), batch_size=16)) for split in ("val", "test")}
+    loaders = {"val": val or _loader(data, "val", pre), "test": _loader(data, "test", pre)}
+    return {split: evaluate_model(shipped, loader) for split, loader in loaders.items()}
 
 
 def _write_card(card: dict, path: Path) -> None:
@@ -66,15 +73,6 @@ def _command(model_name: str, config: dict) -> str:
     return " ".join(words + ["--resume"])
 
 
-def _val_loader(data: str, pre):
-    from torch.utils.data import DataLoader
-
-    from ..data.dataset import SegmentationDataset
-    from ..data.layouts import list_samples
-
-    return DataLoader(SegmentationDataset(list_samples(data, "val"), pre), batch_size=16)
-
-
 def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = (),
          alphas: Optional[Sequence[float]] = None, start: Optional[Path] = None) -> dict:
     """Ship a run's best.pt; with ``alphas``, the WiSE-FT mixture of it and the weights the run started from with the
@@ -91,15 +89,16 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
     if best["config"]["model"] != model_name:
         raise ValueError(f"{run}: run is for {best['config']['model']!r}, not {model_name!r}")
     pre = PreprocessConfig.from_dict(best["preprocess"])
-    state, interpolation = best["model"], None
+    state, interpolation, val = best["model"], None, None
     if alphas is not None:  # before anything is written: the start may be the shipped file about to be replaced
-        state, interpolation = choose(model_name, run_start(model_name, best["config"], start), state, _val_loader(data, pre), alphas)
+        val = _loader(data, "val", pre)
+        state, interpolation = choose(model_name, run_start(model_name, best["config"], start), state, val, alphas)
     model = create_model(model_name)
     model.load_state_dict(state)
     dest.mkdir(parents=True, exist_ok=True)
     weights = save_safetensors(model, dest / f"{model_name}.safetensors", model_name)
 
-    metrics = _measure(model_name, weights, data, pre)
+    metrics = _measure(model_name, weights, data, pre, val)
     split_csv = Path(data) / "split.csv"
     history = last["history"]
     card = {
@@ -159,9 +158,9 @@ def _run(argv: List[str]) -> int:
     alphas = None
     if args.interpolate is not None:
         try:
-            alphas = check_alphas(float(a) for a in args.interpolate.split(","))
+            alphas = parse_alphas(args.interpolate)
         except ValueError as exc:
-            p.error(str(exc) if "--interpolate" in str(exc) else f"--interpolate: expected comma-separated numbers in [0, 1], got {args.interpolate!r}")
+            p.error(str(exc))
     card = (refresh_metrics(args.model, args.data, args.dest) if args.refresh_metrics
             else ship(args.model, args.run, args.data, args.dest, args.note, alphas, args.interpolate_from))
     for split, m in card["metrics"].items():
