@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 from .._progress import progress_bar
+from ..data.shifts import get_shift, shift_names
 from ._common import (batch_size, check_model, default_data_dir, existing_dir, existing_file, img_size, output_dir, positive_int, probability,
                       run_cli, thread_count)
 
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=batch_size, default=16)
     p.add_argument("--threshold", type=probability, default=0.5)
     p.add_argument("--max-images", type=positive_int)
+    p.add_argument("--shift", default="none", choices=shift_names(),
+                   help="evaluate under a fixed acquisition shift (darker, colour cast, blur, lower resolution, JPEG, "
+                        "another scale, a round field of view): a robustness check on the same images")
     p.add_argument("--out", type=output_dir, help="write metrics.json, per_image.csv and overlays/ here")
     p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
                    help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")
@@ -112,6 +116,8 @@ def _run(argv: List[str]) -> int:
         raise DataError("no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
     if args.overlays and not args.out:
         _parser().error("--overlays: needs --out DIR to write the overlays to")
+    if args.overlays and args.shift != "none":
+        _parser().error("--overlays: drawn from the original images at their own size, so not with --shift")
     cfg = check_model(args.model)
     pre = cfg.preprocess
     if args.img_size:
@@ -125,9 +131,12 @@ def _run(argv: List[str]) -> int:
     available = list_samples(args.data, None if args.split == "all" else args.split, layout)
     samples = subset(available, args.max_images)
     print(describe_data(args.data, layout, args.split, len(samples), len(available)))
+    shift = get_shift(args.shift)
     print(f"model: {args.model} at {pre.size[0]}x{pre.size[1]}, weights {weights}", flush=True)
+    if args.shift != "none":
+        print(f"shift: {shift.name} ({shift.what}), applied at {pre.size[0]}x{pre.size[1]}", flush=True)
     progress = not args.no_progress
-    ds = SegmentationDataset(samples, pre, progress=progress)
+    ds = SegmentationDataset(samples, pre, progress=progress).with_shift(shift)
     acc = MetricAccumulator()
     with progress_bar(len(ds), "eval", enabled=progress) as bar:
         for pred, gt in predict_masks(model, DataLoader(ds, batch_size=args.batch_size), args.threshold):
@@ -135,8 +144,9 @@ def _run(argv: List[str]) -> int:
             bar.update(1)
     metrics = acc.compute()
     report = {"model": args.model, "weights": str(weights), "weights_sha256": sha256_file(weights), "data": str(args.data),
-              "split": args.split, "threshold": args.threshold, "resolution": list(pre.size), "metrics": metrics}
-    print(f"{args.model} on {args.split} ({metrics['images']} images, {pre.size[0]}x{pre.size[1]}):")
+              "split": args.split, "shift": args.shift, "threshold": args.threshold, "resolution": list(pre.size), "metrics": metrics}
+    shifted = "" if args.shift == "none" else f", shift {args.shift}"
+    print(f"{args.model} on {args.split} ({metrics['images']} images, {pre.size[0]}x{pre.size[1]}{shifted}):")
     for k in ("mdice", "miou", "dice_star", "iou_star", "accuracy", "sensitivity", "specificity", "fwiou"):
         print(f"  {k:12s} {metrics[k]:.4f}")
     n = metrics["images"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -13,6 +14,7 @@ from ..types import PreprocessConfig
 from .augment import Augmentation, augment
 from .io import read_image, read_mask
 from .layouts import Sample
+from .shifts import Shift
 from .transforms import normalize, resize_image, resize_mask
 
 
@@ -49,6 +51,16 @@ class SegmentationDataset(Dataset):
         pairs = [load_pair(s, preprocess.size) for s in it]
         self.images = np.stack([p[0] for p in pairs])
         self.masks = np.stack([p[1] for p in pairs])
+
+    def with_shift(self, shift: Shift) -> "SegmentationDataset":
+        """A copy whose cached images and masks went through ``shift`` (``lightseg_edge.data.shifts``) once."""
+        if shift.name == "none":
+            return self
+        shifted = copy.copy(self)
+        pairs = [shift(image, mask) for image, mask in zip(self.images, self.masks)]
+        shifted.images = np.stack([p[0] for p in pairs])
+        shifted.masks = np.stack([p[1] for p in pairs])
+        return shifted
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -109,3 +109,22 @@ def test_overlays_need_out(sample_dir, capsys):
     with pytest.raises(SystemExit) as exc:
         eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--overlays", "worst"])
     assert exc.value.code == 2 and "needs --out" in capsys.readouterr().err
+
+
+def test_shift_is_applied_and_recorded(evaluated, sample_dir, tmp_path, capsys):
+    _, plain, _ = evaluated
+    out = tmp_path / "dark"
+    assert eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "all", "--shift", "round-field", "--out", str(out),
+                          "--threads", "1", "--no-progress"]) == 0
+    assert "shift: round-field (a dermoscope's round field of view" in capsys.readouterr().out
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["shift"] == "round-field" and report["metrics"]["images"] == plain["images"]
+    assert report["metrics"]["mdice"] != plain["mdice"]  # the same images, seen through another dermoscope
+
+
+@pytest.mark.parametrize("argv, message", [(["--shift", "fog"], "invalid choice: 'fog'"),
+                                           (["--shift", "dark", "--out", "o", "--overlays", "worst"], "not with --shift")])
+def test_bad_shift_use_exits_2(sample_dir, argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir)] + [str(tmp_path / a) if a == "o" else a for a in argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
