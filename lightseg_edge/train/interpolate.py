@@ -5,14 +5,20 @@ trade robustness under distribution shift for in-domain accuracy; a mixture of t
 the gain and some of what was lost. ``alpha = 1`` is the fine-tuned run itself, so the choice can only match or beat
 it on val.
 
+The score is val mDice, or (``--select val-shifts``) the mean of val mDice over the unshifted images and every
+acquisition shift of ``lightseg_edge.data.shifts``: a fine-tune meant to make a model robust (``--augment
+dermoscope``) is then not undone for a few thousandths of in-domain Dice; still val only, never test.
+
     python -m lightseg_edge.train.ship --model unext_s --run training/unext_s --data DATA --interpolate
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 from .._hashing import sha256_file
 from ..errors import CheckpointError
@@ -20,17 +26,39 @@ from ..errors import CheckpointError
 DEFAULT_ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
+class Selection(str, Enum):
+    VAL = "val"  # val mDice
+    VAL_SHIFTS = "val-shifts"  # mean val mDice over the unshifted images and every acquisition shift
+
+    def describe(self) -> str:
+        return "val mDice" if self is Selection.VAL else "the mean val mDice over the unshifted images and every acquisition shift"
+
+
+@dataclass(frozen=True)
+class AlphaScore:
+    alpha: float
+    val_mdice: Mapping[str, float]  # shift name ("none": unshifted) -> val mDice
+
+    @property
+    def score(self) -> float:
+        return statistics.mean(self.val_mdice.values())
+
+
 @dataclass(frozen=True)
 class Interpolation:
     start: str  # the file name the run started from
     start_sha256: str
-    val_mdice: Tuple[Tuple[float, float], ...]  # (alpha, val mDice), every alpha tried
+    scores: Tuple[AlphaScore, ...]  # every alpha tried
     chosen: float
+    selection: Selection
 
     def to_dict(self) -> dict:
-        return {"method": "WiSE-FT: (1 - alpha) * start + alpha * fine-tuned, every float tensor, alpha chosen on val mDice",
-                "start": self.start, "start_sha256": self.start_sha256, "chosen_alpha": self.chosen,
-                "val_mdice_by_alpha": [{"alpha": a, "val_mdice": v} for a, v in self.val_mdice]}
+        shifted = self.selection is Selection.VAL_SHIFTS
+        return {"method": f"WiSE-FT: (1 - alpha) * start + alpha * fine-tuned, every float tensor, alpha chosen on {self.selection.describe()}",
+                "start": self.start, "start_sha256": self.start_sha256, "chosen_alpha": self.chosen, "selection": self.selection.value,
+                "val_mdice_by_alpha": [{"alpha": s.alpha, "val_mdice": s.val_mdice["none"],
+                                        **({"score": s.score, "val_mdice_by_shift": dict(s.val_mdice)} if shifted else {})}
+                                       for s in self.scores]}
 
 
 def check_alphas(alphas: Sequence[float]) -> Tuple[float, ...]:
@@ -71,8 +99,10 @@ def lerp_state(start: Dict, tuned: Dict, alpha: float) -> Dict:
     return {k: start[k].to(v.dtype).lerp(v, alpha) if v.is_floating_point() else v for k, v in tuned.items()}
 
 
-def choose(model_name: str, start: Path, tuned: Dict, val_loader, alphas: Sequence[float] = DEFAULT_ALPHAS) -> Tuple[Dict, Interpolation]:
-    """The mixture with the best val mDice (the larger alpha on a tie: the closer to the run that was selected)."""
+def choose(model_name: str, start: Path, tuned: Dict, val_loaders: Mapping[str, object], alphas: Sequence[float] = DEFAULT_ALPHAS,
+           selection: Selection = Selection.VAL) -> Tuple[Dict, Interpolation]:
+    """The mixture with the best score over ``val_loaders`` ({shift name: val loader}, "none" the unshifted one; the
+    larger alpha on a tie: the closer to the run that was selected)."""
     from ..models import create_model
     from ..models._weights import read_state_dict
     from .trainer import evaluate_model
@@ -82,8 +112,10 @@ def choose(model_name: str, start: Path, tuned: Dict, val_loader, alphas: Sequen
     for alpha in check_alphas(alphas):
         model = create_model(model_name)
         model.load_state_dict(lerp_state(start_state, tuned, alpha))
-        scores.append((alpha, evaluate_model(model.eval(), val_loader)["mdice"]))
-        print(f"interpolate: alpha {alpha:.2f}  val mDice {scores[-1][1]:.4f}", flush=True)
-    chosen = max(scores, key=lambda s: (s[1], s[0]))[0]
-    record = Interpolation(start.name, sha256_file(start), tuple(scores), chosen)
+        model.eval()
+        scores.append(AlphaScore(alpha, {name: evaluate_model(model, loader)["mdice"] for name, loader in val_loaders.items()}))
+        shown = "" if len(val_loaders) == 1 else f"  mean over {len(val_loaders)} shifts {scores[-1].score:.4f}"
+        print(f"interpolate: alpha {alpha:.2f}  val mDice {scores[-1].val_mdice['none']:.4f}{shown}", flush=True)
+    chosen = max(scores, key=lambda s: (s.score, s.alpha)).alpha
+    record = Interpolation(start.name, sha256_file(start), tuple(scores), chosen, Selection(selection))
     return lerp_state(start_state, tuned, chosen), record

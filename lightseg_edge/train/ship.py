@@ -19,7 +19,7 @@ from typing import List, Optional, Sequence
 from .._atomic import write_text_atomic
 from .._hashing import sha256_file
 from ..cli._common import run_cli
-from .interpolate import DEFAULT_ALPHAS, choose, parse_alphas, run_start
+from .interpolate import DEFAULT_ALPHAS, Selection, choose, parse_alphas, run_start
 
 
 def _loader(data: str, split: str, pre):
@@ -30,6 +30,18 @@ def _loader(data: str, split: str, pre):
     from ..data.layouts import list_samples
 
     return DataLoader(SegmentationDataset(list_samples(data, split), pre), batch_size=16)
+
+
+def _shifted(loader, selection: Selection) -> dict:
+    """{shift name: loader}: the unshifted val loader alone, or beside it one per acquisition shift."""
+    from torch.utils.data import DataLoader
+
+    from ..data.shifts import SHIFTS
+
+    if selection is Selection.VAL:
+        return {"none": loader}
+    return {name: loader if name == "none" else DataLoader(loader.dataset.with_shift(shift), batch_size=loader.batch_size)
+            for name, shift in SHIFTS.items()}
 
 
 def _measure(model_name: str, weights: Path, data: str, pre, val=None) -> dict:
@@ -70,13 +82,15 @@ def _command(model_name: str, config: dict) -> str:
         words += ["--progressive", f"{config['low_res']}:{config['low_res_epochs']}"]
     if config.get("init_weights"):
         words += ["--init-weights", config["init_weights"]]
+    if config.get("augment", "robust") != "robust":
+        words += ["--augment", config["augment"]]
     return " ".join(words + ["--resume"])
 
 
 def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = (),
-         alphas: Optional[Sequence[float]] = None, start: Optional[Path] = None) -> dict:
+         alphas: Optional[Sequence[float]] = None, start: Optional[Path] = None, selection: Selection = Selection.VAL) -> dict:
     """Ship a run's best.pt; with ``alphas``, the WiSE-FT mixture of it and the weights the run started from with the
-    best val mDice (train/interpolate.py), recorded in the card."""
+    best ``selection`` score (train/interpolate.py), recorded in the card."""
     import torch
 
     from ..data.layouts import list_samples
@@ -92,7 +106,8 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
     state, interpolation, val = best["model"], None, None
     if alphas is not None:  # before anything is written: the start may be the shipped file about to be replaced
         val = _loader(data, "val", pre)
-        state, interpolation = choose(model_name, run_start(model_name, best["config"], start), state, val, alphas)
+        state, interpolation = choose(model_name, run_start(model_name, best["config"], start), state, _shifted(val, selection), alphas,
+                                      selection)
     model = create_model(model_name)
     model.load_state_dict(state)
     dest.mkdir(parents=True, exist_ok=True)
@@ -109,7 +124,8 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
             "dataset": "ISIC 2018 Task 1 training release (2,594 images), split by the project's fixed split.csv",
             "split_file_sha256": sha256_file(split_csv) if split_csv.is_file() else None,
             "train_images": len(list_samples(data, "train")),
-            "selection": "best val mDice" + (", then the WiSE-FT mixture with the best val mDice" if interpolation else ""),
+            "selection": "best val mDice" + (f", then the WiSE-FT mixture with the best {interpolation.selection.describe()}"
+                                             if interpolation else ""),
             "evaluated_on": {s: metrics[s]["images"] for s in metrics},
         },
         "training": {
@@ -150,11 +166,16 @@ def _run(argv: List[str]) -> int:
                    help="a fine-tuned run: ship the mixture (1-a)*start + a*run with the best val mDice over the comma-separated "
                         f"mixing weights a (default {','.join(map(str, DEFAULT_ALPHAS))}; 1 is the run itself)")
     p.add_argument("--interpolate-from", type=Path, help="the file the run started from, when it is not where the run recorded it")
+    p.add_argument("--select", choices=[s.value for s in Selection], default=Selection.VAL.value,
+                   help="--interpolate's score: val mDice (default), or its mean over the unshifted val images and every acquisition "
+                        "shift (lightseg-eval --shift), for a fine-tune meant to make the model robust")
     args = p.parse_args(argv)
     if args.refresh_metrics == bool(args.run):
         p.error("give either --run DIR (ship a run) or --refresh-metrics (re-measure shipped weights)")
     if args.interpolate_from and args.interpolate is None:
         p.error("--interpolate-from: give --interpolate too")
+    if args.select != Selection.VAL.value and args.interpolate is None:
+        p.error("--select: chooses among --interpolate's mixtures; give --interpolate too")
     alphas = None
     if args.interpolate is not None:
         try:
@@ -162,7 +183,7 @@ def _run(argv: List[str]) -> int:
         except ValueError as exc:
             p.error(str(exc))
     card = (refresh_metrics(args.model, args.data, args.dest) if args.refresh_metrics
-            else ship(args.model, args.run, args.data, args.dest, args.note, alphas, args.interpolate_from))
+            else ship(args.model, args.run, args.data, args.dest, args.note, alphas, args.interpolate_from, Selection(args.select)))
     for split, m in card["metrics"].items():
         print(f"{split}: mDice {m['mdice']:.4f}  mIoU {m['miou']:.4f}  Dice* {m['dice_star']:.4f}  IoU* {m['iou_star']:.4f}  ({m['images']} images)")
     print(f"shipped {args.dest / card['weights']} (sha256 {card['sha256'][:16]}...)")

@@ -54,6 +54,10 @@ def test_a_fine_tuned_card_says_so():
     row = zoo.ZooRow("egeunet", 1, 0.1, {**card, "metrics": {}}, None, None, None, None)
     assert "WiSE-FT 0.75 |" in zoo.zoo_markdown([row]) and "a chosen on val" in zoo.zoo_markdown([row])
     assert "WiSE-FT" not in zoo.zoo_markdown([zoo.ZooRow("ucmnet", 1, 0.1, None, None, None, None, None)])
+    card["training"]["config"]["augment"] = "dermoscope"
+    card["training"]["interpolation"] = {"chosen_alpha": 0.5, "selection": "val-shifts"}
+    assert zoo._epochs(card) == "30, fine-tuned, `dermoscope` augmentations, WiSE-FT 0.5 on val + shifts"
+    assert "\"on val + shifts\": on its mean over" in zoo.zoo_markdown([zoo.ZooRow("egeunet", 1, 0.1, {**card, "metrics": {}}, None, None, None, None)])
 
 
 def test_bad_latency_file_exits_2(tmp_path, capsys):

@@ -75,3 +75,28 @@ def test_a_run_from_scratch_has_nothing_to_interpolate(sample_dir, tmp_path, cap
                            "--no-progress", "--threads", "1", "--epochs", "1", "--max-train-images", "2"]) == 0
     assert ship_cli.main(["--model", "ucmnet", "--run", str(out), "--data", str(sample_dir), "--dest", str(tmp_path / "w"), "--interpolate"]) == 2
     assert "not fine-tuned" in capsys.readouterr().err and not (tmp_path / "w").exists()
+
+
+def test_ship_selects_on_val_under_the_shifts(sample_dir, tmp_path, capsys):
+    from lightseg_edge.data.shifts import SHIFTS
+
+    run = tmp_path / "derm"
+    assert train_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--out", str(run), "--img-size", "128", "--batch-size", "2",
+                           "--no-progress", "--threads", "1", "--epochs", "1", "--max-train-images", "2", "--init-weights", "pretrained",
+                           "--augment", "dermoscope"]) == 0
+    dest = tmp_path / "weights"
+    assert ship_cli.main(["--model", "ucmnet", "--run", str(run), "--data", str(sample_dir), "--dest", str(dest),
+                          "--interpolate", "0,1", "--select", "val-shifts"]) == 0
+    card = json.loads((dest / "ucmnet.json").read_text())
+    rec = card["training"]["interpolation"]
+    assert rec["selection"] == "val-shifts" and "every acquisition shift" in card["data"]["selection"]
+    for r in rec["val_mdice_by_alpha"]:
+        assert set(r["val_mdice_by_shift"]) == set(SHIFTS) and r["val_mdice"] == r["val_mdice_by_shift"]["none"]
+        assert r["score"] == pytest.approx(sum(r["val_mdice_by_shift"].values()) / len(SHIFTS))
+    best = max(rec["val_mdice_by_alpha"], key=lambda r: (r["score"], r["alpha"]))
+    assert rec["chosen_alpha"] == best["alpha"]
+    assert card["training"]["command"].endswith("--init-weights ucmnet.safetensors --augment dermoscope --resume")
+    assert f"mean over {len(SHIFTS)} shifts" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as bad:
+        ship_cli.main(["--model", "ucmnet", "--run", str(run), "--data", str(sample_dir), "--select", "val-shifts"])
+    assert bad.value.code == 2 and "give --interpolate too" in capsys.readouterr().err
