@@ -114,7 +114,7 @@ def choose(model_name: str, start: Path, tuned: Dict, val_loaders: Mapping[str, 
         model.load_state_dict(lerp_state(start_state, tuned, alpha))
         model.eval()
         scores.append(AlphaScore(alpha, {name: evaluate_model(model, loader)["mdice"] for name, loader in val_loaders.items()}))
-        shown = "" if len(val_loaders) == 1 else f"  mean over {len(val_loaders)} shifts {scores[-1].score:.4f}"
+        shown = "" if len(val_loaders) == 1 else f"  mean with the {len(val_loaders) - 1} shifts {scores[-1].score:.4f}"
         print(f"interpolate: alpha {alpha:.2f}  val mDice {scores[-1].val_mdice['none']:.4f}{shown}", flush=True)
     chosen = max(scores, key=lambda s: (s.score, s.alpha)).alpha
     record = Interpolation(start.name, sha256_file(start), tuple(scores), chosen, Selection(selection))
