@@ -66,7 +66,9 @@ def test_in_place_form_keeps_the_state_dict(name, form):
 
 @pytest.mark.parametrize("name,form", [(n, f) for n, f in CASES if f is DeployForm.OPENVINO])
 def test_exported_openvino_form_runs_the_same_in_openvino(name, form, images, tmp_path):
-    """The form's ONNX, converted and run by OpenVINO f32 exactly as the openvino target does, against PyTorch."""
+    """The form's ONNX, converted and run by OpenVINO f32 exactly as the openvino target does, against PyTorch. A mask
+    pixel may differ only where the reference logit is itself within the logit tolerance of 0 (a tie that float
+    round-off in another runtime may decide either way)."""
     pytest.importorskip("onnx")
     ov = pytest.importorskip("openvino")
     from lightseg_edge.export.onnx_export import export_onnx, input_spec
@@ -80,7 +82,8 @@ def test_exported_openvino_form_runs_the_same_in_openvino(name, form, images, tm
     with torch.no_grad():
         want = train(x).numpy()
     assert np.abs(got - want).max() <= 1e-3
-    assert np.array_equal(got > 0, want > 0)
+    flipped = (got > 0) != (want > 0)
+    assert np.all(np.abs(want[flipped]) <= 1e-3) and flipped.sum() <= 4
 
 
 @pytest.mark.parametrize("name", list_models())
