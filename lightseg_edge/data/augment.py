@@ -118,8 +118,6 @@ def _optics(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return image
 
 
-
-
 def _field_of_view(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> Pair:
     """Black outside a disc: radius 0.9-1.35x half the side (1: through the mid-sides; above 1.41 nothing is cut),
     centre within 6 % of the side from the middle, an edge 1-6 px soft, a black level of 0-20."""

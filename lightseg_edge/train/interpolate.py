@@ -31,7 +31,7 @@ class Selection(str, Enum):
     VAL_SHIFTS = "val-shifts"  # mean val mDice over the unshifted images and every acquisition shift
 
     def describe(self) -> str:
-        return "val mDice" if self is Selection.VAL else "the mean val mDice over the unshifted images and every acquisition shift"
+        return "val mDice" if self is Selection.VAL else "mean val mDice over the unshifted images and every acquisition shift"
 
 
 @dataclass(frozen=True)
