@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import pytest
-from export_helpers import fit_weights, has_shipped_weights
+from export_helpers import fit_weights
+
+from lightseg_edge.models._weights import has_pretrained
 
 
 @pytest.fixture(scope="session")
@@ -17,7 +19,7 @@ def fitted_weights(sample_dir, tmp_path_factory):
 
     def get(name: str) -> Optional[Path]:
         if name not in cache:
-            cache[name] = None if has_shipped_weights(name) else fit_weights(name, sample_dir, folder)
+            cache[name] = None if has_pretrained(name) else fit_weights(name, sample_dir, folder)
         return cache[name]
 
     return get

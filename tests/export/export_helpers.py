@@ -15,6 +15,8 @@ from typing import Optional
 import numpy as np
 import pytest
 
+from lightseg_edge.models._weights import has_pretrained
+
 FIT_SIZE = 128
 MIN_FIT_STEPS, MAX_FIT_STEPS = 20, 60  # fewer steps fit four images with a mask that does not generalise at all
 HEAVY_PARAMS = 5_000_000  # the classic U-Net (31M): its exports take minutes on 2 cores -> `slow`
@@ -27,7 +29,7 @@ def export_size(name: str) -> int:
     from lightseg_edge import get_model_config
 
     cfg = get_model_config(name)
-    if has_shipped_weights(name):
+    if has_pretrained(name):
         return cfg.input_size[0]
     s = cfg.stride
     return max(s, -(-FIT_SIZE // s) * s)
@@ -46,16 +48,6 @@ def registry_params():
 
     return [pytest.param(n, marks=pytest.mark.slow) if model_params(n) > HEAVY_PARAMS else n for n in list_models()]
 
-
-def has_shipped_weights(name: str) -> bool:
-    from lightseg_edge.errors import CheckpointError
-    from lightseg_edge.models._weights import pretrained_path
-
-    try:
-        pretrained_path(name)
-        return True
-    except CheckpointError:
-        return False
 
 
 def fit_weights(name: str, sample_dir: Path, out: Path) -> Path:

@@ -1,9 +1,9 @@
 """Helpers shared by the runtime tests (imported by conftest.py and the test modules).
 
-The zoo has no shipped weights yet, so ``centred_model`` gives a seeded random-weight model whose output bias is
+For a model without shipped weights, ``centred_model`` gives a seeded random-weight model whose output bias is
 shifted so that the median logit over the real sample images is 0: its masks cover about half of each image, with a
 data-dependent outline, instead of being empty (random weights alone give all-negative logits, which would make every
-mask comparison pass trivially). When the registry ships weights for the model, those are used instead.
+mask comparison pass trivially). A model with shipped weights uses those instead.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import pytest
 
+from lightseg_edge.models._weights import has_pretrained
 from lightseg_edge.types import PreprocessConfig
 
 MODEL = "ucmnet"
@@ -29,16 +30,6 @@ def read_samples(sample_dir: Path, n: Optional[int] = None) -> List[np.ndarray]:
     return [read_image(f) for f in files[:n]]
 
 
-def has_shipped_weights(name: str) -> bool:
-    from lightseg_edge.errors import CheckpointError
-    from lightseg_edge.models._weights import pretrained_path
-
-    try:
-        pretrained_path(name)
-        return True
-    except CheckpointError:
-        return False
-
 
 def centred_model(name: str, images: List[np.ndarray]):
     """Shipped weights when present; else seeded random weights with the last 1-channel conv's bias centred."""
@@ -48,7 +39,7 @@ def centred_model(name: str, images: List[np.ndarray]):
     from lightseg_edge import create_model
     from lightseg_edge.data.transforms import preprocess_batch
 
-    if has_shipped_weights(name):
+    if has_pretrained(name):
         return create_model(name, pretrained=True).deploy()
     torch.manual_seed(SEED)
     model = create_model(name).deploy()

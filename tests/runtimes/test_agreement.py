@@ -19,9 +19,10 @@ from typing import List
 
 import numpy as np
 import pytest
-from runtime_helpers import centred_model, export_onnx, has_shipped_weights
+from runtime_helpers import centred_model, export_onnx
 
 from lightseg_edge.models import list_models
+from lightseg_edge.models._weights import has_pretrained
 from lightseg_edge.runtimes import load_predictor
 
 FP32_MIN_DICE = 0.999
@@ -72,7 +73,7 @@ def test_int8_onnxruntime_agrees(reference, export_dir, sample_images):
     with load_predictor(export_dir, precision="int8", device="cpu") as p8:
         assert p8.source.endswith("model.int8.onnx")
         d = _dices(reference, p8, sample_images)
-    trained = has_shipped_weights("ucmnet")
+    trained = has_pretrained("ucmnet")
     mean_floor, min_floor = (INT8_TRAINED_MEAN, INT8_TRAINED_MIN) if trained else (INT8_RANDOM_MEAN, INT8_RANDOM_MIN)
     print(f"int8 ORT vs PyTorch fp32 ({'trained' if trained else 'random'} weights): Dice per image {np.round(d, 4).tolist()}")
     assert float(np.mean(d)) >= mean_floor and min(d) >= min_floor, d
