@@ -49,7 +49,6 @@ def registry_params():
     return [pytest.param(n, marks=pytest.mark.slow) if model_params(n) > HEAVY_PARAMS else n for n in list_models()]
 
 
-
 def fit_weights(name: str, sample_dir: Path, out: Path) -> Path:
     import torch
     from safetensors.torch import save_file

@@ -30,7 +30,6 @@ def read_samples(sample_dir: Path, n: Optional[int] = None) -> List[np.ndarray]:
     return [read_image(f) for f in files[:n]]
 
 
-
 def centred_model(name: str, images: List[np.ndarray]):
     """Shipped weights when present; else seeded random weights with the last 1-channel conv's bias centred."""
     import torch
