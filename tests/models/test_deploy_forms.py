@@ -18,6 +18,7 @@ from lightseg_edge.models._weights import has_pretrained
 from lightseg_edge.types import DeployForm, Runtime
 
 ATOL = 1e-4
+OPENVINO_ATOL = 1e-3  # another runtime's summation order: the CPU fast path's accuracy bar
 CASES = [(name, form) for name in list_models() for form in sorted(type(create_model(name)).deploy_forms, key=lambda f: f.value)]
 
 
@@ -81,9 +82,9 @@ def test_exported_openvino_form_runs_the_same_in_openvino(name, form, images, tm
     got = np.concatenate([compiled(x[i:i + 1].numpy())[0] for i in range(len(x))])
     with torch.no_grad():
         want = train(x).numpy()
-    assert np.abs(got - want).max() <= 1e-3
+    assert np.abs(got - want).max() <= OPENVINO_ATOL
     flipped = (got > 0) != (want > 0)
-    assert np.all(np.abs(want[flipped]) <= 1e-3) and flipped.sum() <= 4
+    assert np.all(np.abs(want[flipped]) <= OPENVINO_ATOL) and flipped.sum() <= 4
 
 
 @pytest.mark.parametrize("name", list_models())
