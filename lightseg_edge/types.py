@@ -26,6 +26,7 @@ class TrainPrecision(str, Enum):
     FP32 = "fp32"
     BF16 = "bf16"  # autocast; on CPU only where the processor has native bf16 (AVX512-BF16, AMX)
     FP16 = "fp16"  # autocast + gradient scaling; CUDA only
+    AUTO = "auto"  # a request, not a dtype: bf16 where the device runs it natively, else fp32 (train.device.resolve_precision)
 
 
 class Runtime(str, Enum):

@@ -38,11 +38,13 @@ run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 # 0.8797 vs 0.8713); EGE-UNet's with alpha 0.75 (val 0.8915 vs 0.8901; test 0.8897; mean over val + shifts 0.8798 vs
 # 0.8705).
 
-# LMSAUnet, fine-tuned from the shipped 10-epoch weights (a CPU epoch at 256x256 takes about 27 minutes with bf16):
-# one 20-epoch cosine period of its recipe, the first 12 epochs at 128x128 (about 5 minutes each), the last 8 at
-# 256x256, enough full-size epochs to recover from the change of scale (README, Training).
-run --model lmsaunet --out training/lmsaunet --epochs 20 --precision bf16 --progressive 128:12 --init-weights pretrained
+# LMSAUnet, fine-tuned from the shipped 10-epoch weights: one 20-epoch cosine period of its recipe, the first 12 epochs
+# at 128x128, the last 8 at 256x256, enough full-size epochs to recover from the change of scale (README, Training).
+# bf16 where the CPU has it natively (`--precision auto`): with AVX512-BF16 an epoch took about 5-7 minutes at 128x128
+# and 27 at 256x256; epochs 1-9 and part of 10 ran so. On an AVX2-only machine bf16 is emulated and slower than fp32
+# (benchmarks/results/avx2/train_speed.md), and there the run goes on in fp32: about 11 and 80 minutes an epoch.
+run --model lmsaunet --out training/lmsaunet --epochs 20 --precision auto --progressive 128:12 --init-weights pretrained
 
 # LMSAUnet N=32, after LMSAUnet, the same way: fine-tuned from its shipped 8-epoch weights (val 0.8326), one 20-epoch
 # cosine period, the first 12 epochs at 128x128.
-run --model lmsaunet_n32 --out training/lmsaunet_n32 --epochs 20 --precision bf16 --progressive 128:12 --init-weights pretrained
+run --model lmsaunet_n32 --out training/lmsaunet_n32 --epochs 20 --precision auto --progressive 128:12 --init-weights pretrained

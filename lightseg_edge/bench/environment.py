@@ -228,6 +228,27 @@ def _os(paths: ProbePaths) -> Dict[str, Any]:
     return {"system": platform.system(), "release": platform.release(), "machine": platform.machine(), "distribution": pretty}
 
 
+# The vector extensions that decide which kernels the runtimes pick (a 2-core AVX2 machine and a 2-core AVX-512 one
+# rank the same variants differently, and bf16 is native only with AVX512-BF16 or AMX): /proc/cpuinfo flag -> name.
+_VECTOR_FLAGS = (("avx2", "AVX2"), ("avx_vnni", "AVX-VNNI"), ("avx512f", "AVX-512"), ("avx512_vnni", "AVX512-VNNI"),
+                 ("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX"),
+                 ("asimd", "NEON"), ("asimddp", "dotprod"), ("i8mm", "i8mm"), ("bf16", "BF16"), ("sve", "SVE"))
+
+
+def _vector_isa(text: str) -> list:
+    """The extensions of ``_VECTOR_FLAGS`` the first processor's flags (x86) or features (ARM) line lists."""
+    m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
+    have = set(m.group(1).split()) if m else set()
+    return [name for flag, name in _VECTOR_FLAGS if flag in have]
+
+
+def cpu_label(cpu: Optional[Dict[str, Any]]) -> Optional[str]:
+    """``collect_environment()["cpu"]`` in a few words: its model and vector extensions, "AMD EPYC (AVX2)"."""
+    cpu = cpu or {}
+    isa = cpu.get("vector_isa") or []
+    return f"{cpu.get('model') or 'unknown CPU'} ({', '.join(isa)})" if isa else cpu.get("model")
+
+
 def _cpu(paths: ProbePaths) -> Dict[str, Any]:
     model = None
     text = _read(paths.cpuinfo, limit=1 << 20) or ""
@@ -242,7 +263,8 @@ def _cpu(paths: ProbePaths) -> Dict[str, Any]:
             usable = len(os.sched_getaffinity(0))
         except OSError:
             usable = None
-    return {"model": model or platform.processor() or platform.machine() or None, "logical_cores": os.cpu_count(), "usable_cores": usable}
+    return {"model": model or platform.processor() or platform.machine() or None, "vector_isa": _vector_isa(text),
+            "logical_cores": os.cpu_count(), "usable_cores": usable}
 
 
 def _memory(paths: ProbePaths) -> Dict[str, Any]:

@@ -21,6 +21,7 @@ from .._optional import is_available
 from ..errors import CheckpointError, InvalidInputError, LightsegError, ManifestError
 from ..runtimes.registry import RUNTIMES, RuntimeSpec, artifact_key, get_runtime, runtime_names
 from ..types import PRECISION_NAMES, Runtime
+from .environment import cpu_label
 from .jobs import Job, base_row
 from .memory import DEFAULT_MEMORY_RUNS
 from .records import BenchResult
@@ -592,7 +593,7 @@ def env_summary(env: Dict[str, Any]) -> Dict[str, Any]:
     torch = env.get("torch") or {}
     jetson = env.get("jetson") or {}
     return {
-        "cpu": (env.get("cpu") or {}).get("model"), "cores": (env.get("cpu") or {}).get("usable_cores"),
+        "cpu": cpu_label(env.get("cpu")), "cores": (env.get("cpu") or {}).get("usable_cores"),
         "os": (env.get("os") or {}).get("distribution") or (env.get("os") or {}).get("system"),
         "python": (env.get("python") or {}).get("version"), "torch": torch.get("version"),
         "onnxruntime": (env.get("onnxruntime") or {}).get("version"), "tensorrt": (env.get("tensorrt") or {}).get("version"),

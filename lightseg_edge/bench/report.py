@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 from .._atomic import describe_os_error, write_bytes_atomic
 from ..errors import InvalidInputError, OutputError
 from ..metrics import expected_drop
+from .environment import cpu_label
 from .records import BenchReport, BenchResult, ClaimCheck
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -188,7 +189,7 @@ def format_header(report: BenchReport) -> str:
     gpu = ", ".join(d.get("name") or "?" for d in (env.get("gpu") or {}).get("devices", [])) or "none"
     s = report.settings or {}
     lines = [
-        f"machine: {cpu.get('model')} ({cpu.get('usable_cores')} usable cores), GPU: {gpu}; onnxruntime "
+        f"machine: {cpu_label(cpu)}, {cpu.get('usable_cores')} usable cores, GPU: {gpu}; onnxruntime "
         f"{(env.get('onnxruntime') or {}).get('version')}, torch {(env.get('torch') or {}).get('version')}, TensorRT "
         f"{(env.get('tensorrt') or {}).get('version') or 'not installed'}",
         f"threads: {s.get('threads')}; timing: {s.get('timing_description')}; memory: {s.get('memory_runs')} inferences in a separate loop",

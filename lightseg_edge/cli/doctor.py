@@ -7,7 +7,7 @@ import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from .._optional import _EXTRAS
-from ..bench.environment import collect_environment, onnxruntime_conflict
+from ..bench.environment import collect_environment, cpu_label, onnxruntime_conflict
 from ._common import run_cli
 
 # The ORT GPU build is its own extra: the CPU and GPU packages install the same module and must not be mixed.
@@ -274,7 +274,7 @@ def render(env: Dict[str, Any], hints: List[Dict[str, str]]) -> str:
     cores = f"{cpu['logical_cores']} logical cores" + (
         f", {cpu['usable_cores']} usable" if cpu["usable_cores"] not in (None, cpu["logical_cores"]) else ""
     )
-    rows.append(("CPU", f"{cpu['model'] or 'unknown'}, {cores}"))
+    rows.append(("CPU", f"{cpu_label(cpu) or 'unknown'}, {cores}"))
     if mem["total_mb"]:
         rows.append(("memory", f"{mem['available_mb'] / 1024:.1f} GiB free of {mem['total_mb'] / 1024:.1f} GiB"))
     else:

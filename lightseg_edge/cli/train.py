@@ -38,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=[m.value for m in TrainPrecision], default="fp32",
-                   help="autocast dtype: bf16 on CUDA or a CPU with native bf16; fp16 on CUDA only")
+                   help="autocast dtype (default fp32): bf16 on CUDA or a CPU with native bf16 (AVX512-BF16, AMX); fp16 on CUDA "
+                        "only; auto: bf16 where the device has it natively, else fp32")
     p.add_argument("--augment", choices=[m.value for m in Augmentation], default=Augmentation.ROBUST.value,
                    help="robust (default): geometry, colour, blur and noise for other cameras and clinics; paper: rotate + flips")
     p.add_argument("--max-minutes", type=non_negative_float, help="stop cleanly once this budget is spent, checkpointed mid-epoch if need be (continue with --resume)")

@@ -549,7 +549,7 @@ def _form_job(run: _Shared, job: TargetJob, form: DeployForm) -> TargetJob:
 
 def _cpu_default(run: _Shared, made: _Made) -> Optional[dict]:
     """The artifact and thread count that ran fastest here with FP32's accuracy (see ``export.cpu_default``)."""
-    from ..bench.environment import collect_environment
+    from ..bench.environment import collect_environment, cpu_label
     from ..bench.machine import usable_cores
     from .cpu_default import candidates, choose
 
@@ -559,7 +559,7 @@ def _cpu_default(run: _Shared, made: _Made) -> Optional[dict]:
     if len(cands) < 2:
         run.steps.skip("cpu-default", "one CPU candidate only: nothing to choose")
         return None
-    cpu = ((collect_environment().get("cpu") or {}).get("model"))
+    cpu = cpu_label(collect_environment().get("cpu"))
     x = run.src.x[:1]
     chosen = run.steps.run("cpu-default", lambda: choose(cands, x, run.plan.preprocess, cpu, cores), lambda d: d.summary())
     return chosen.to_dict()

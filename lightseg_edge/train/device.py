@@ -25,6 +25,34 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware (a CPU with AVX512-BF16 or AMX; a CUDA GPU of compute capability 8+)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(precision: TrainPrecision, device: torch.device) -> TrainPrecision:
+    """``auto`` -> bf16 where ``device`` runs it natively, else fp32. An explicit bf16 is kept where it is emulated,
+    with a note: on a CPU without bf16 instructions autocast converts every tensor in software, and a training step
+    takes longer than in fp32 (1.9-2.5x for LMSAUnet on an AVX2 machine, ``benchmarks/train_speed.py``)."""
+    precision = TrainPrecision(precision)
+    native = precision in (TrainPrecision.AUTO, TrainPrecision.BF16) and native_bf16(device)
+    if precision is TrainPrecision.AUTO:
+        precision = TrainPrecision.BF16 if native else TrainPrecision.FP32
+        print(f"precision: auto -> {precision.value} ({'native' if native else 'no native'} bf16 on this {device.type})", flush=True)
+    elif precision is TrainPrecision.BF16 and not native:
+        print(f"precision: bf16 is emulated on this {device.type} ({_capability(device)}), which makes training slower than "
+              f"fp32; --precision auto picks fp32 here", flush=True)
+    return precision
+
+
+def _capability(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "compute capability {}.{}".format(*torch.cuda.get_device_capability(device))
+    return f"{torch.backends.cpu.get_cpu_capability()} without AVX512-BF16 or AMX"
+
+
 def autocast(device: torch.device, precision: TrainPrecision):
     """The autocast context for ``precision`` on ``device`` (a no-op for fp32)."""
     precision = TrainPrecision(precision)

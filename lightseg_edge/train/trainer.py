@@ -26,7 +26,7 @@ from ..models import create_model, get_model_config
 from ..models._weights import fit_summary, load_weights, pretrained_path
 from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
-from .device import autocast, keep_dilated_convs_fp32, resolve_device
+from .device import autocast, keep_dilated_convs_fp32, resolve_device, resolve_precision
 from .losses import LOSSES, group_loss
 from ..metrics import MetricAccumulator
 from .recipes import recipe_for
@@ -321,7 +321,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                               f"train into another --out, or move best.pt away to start over")
     init = None if cfg.resume and last_path.exists() else _init_weights(cfg)  # a resumed run has its own weights
     device = resolve_device(cfg.device)
-    precision = TrainPrecision(cfg.precision)
+    precision = resolve_precision(cfg.precision, device)
     autocast(device, precision)  # refuses fp16 on CPU before any image is decoded
     samples = _samples(cfg)
     _check_out_outside_data(out, samples)

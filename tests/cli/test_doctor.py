@@ -366,6 +366,21 @@ def test_jetson_venv_without_system_site_packages_is_flagged(monkeypatch, capsys
     assert "--system-site-packages" not in _hint(report, "tensorrt")["fix"]
 
 
+@pytest.mark.parametrize("cpuinfo, isa", [
+    ("model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma\n\nmodel name\t: AMD EPYC\nflags\t\t: avx512f\n", ["AVX2"]),
+    ("model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_vnni avx512_bf16 amx_tile\n", ["AVX2", "AVX-512", "AVX512-VNNI", "AVX512-BF16", "AMX"]),
+    ("processor\t: 0\nFeatures\t: fp asimd asimddp i8mm bf16\nCPU part\t: 0xd0c\n", ["NEON", "dotprod", "i8mm", "BF16"]),
+    ("model name\t: old\n", []),
+])
+def test_the_cpus_vector_extensions_are_named(capsys, bare_root, cpuinfo, isa):
+    """They decide which runtime and precision are fastest, so every benchmark header and CPU default names them."""
+    _write(bare_root / "proc/cpuinfo", cpuinfo)
+    report = _run_json(capsys, "--fast")
+    assert report["cpu"]["vector_isa"] == isa
+    assert main(["--fast"]) == 0
+    assert _row(capsys.readouterr().out, "CPU").startswith(f"{report['cpu']['model']} ({', '.join(isa)})" if isa else report["cpu"]["model"])
+
+
 def test_other_arm_boards_are_not_jetsons(capsys, bare_root):
     _write(bare_root / "proc/device-tree/model", "Raspberry Pi 4 Model B Rev 1.4\x00")
     report = _run_json(capsys, "--fast")
