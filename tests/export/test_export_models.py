@@ -20,6 +20,13 @@ FP16_MIN_AGREEMENT, FP16_MAX_DROP = 0.98, 0.02
 INT8_MIN_AGREEMENT, INT8_MAX_DROP = 0.80, 0.15
 
 
+def int8_keep(name: str) -> str:
+    """``auto`` (the default) except for LMSAUnet: its INT8 misses the auto gate on these two images, so auto ranks
+    every one of its layers by leave-one-out (about 3 minutes on 2 cores). The search is exercised by the other
+    models here and by test_keep.py."""
+    return "none" if name.startswith("lmsaunet") else "auto"
+
+
 @pytest.mark.parametrize("name", registry_params())
 def test_export_fp32_fp16_int8_on_real_images(name, fitted_weights, sample_dir, tmp_path):
     import onnx
@@ -42,6 +49,7 @@ def test_export_fp32_fp16_int8_on_real_images(name, fitted_weights, sample_dir, 
             fp16=True,
             int8=True,
             calib_data=str(sample_dir),
+            int8_keep=int8_keep(name),
         )
     )
 
