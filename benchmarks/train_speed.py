@@ -177,7 +177,8 @@ def _median(values: List[Optional[float]]) -> Optional[float]:
 
 
 def _markdown(result: Dict[str, Any]) -> str:
-    lines = ["# CPU training speed (seconds per training image)", "", f"Created {result['created']}; {result['environment'].get('cpu') or '?'}; {result['settings_text']}.", "",
+    cpu = result["environment"].get("cpu") or "?"
+    lines = ["# CPU training speed (seconds per training image)", "", f"Created {result['created']}; {cpu}; {result['settings_text']}.", "",
              "| model | variant | s/image per round | s/image (median) | ratio to fp32@256 | first step (s) | other processes' CPU share |",
              "|---|---|---|---|---|---:|---|"]
     for model, variants in result["models"].items():

@@ -41,7 +41,7 @@ run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 # LMSAUnet, fine-tuned from the shipped 10-epoch weights: one 20-epoch cosine period of its recipe, the first 12 epochs
 # at 128x128, the last 8 at 256x256, enough full-size epochs to recover from the change of scale (README, Training).
 # bf16 where the CPU has it natively (`--precision auto`): with AVX512-BF16 an epoch took about 5-7 minutes at 128x128
-# and 27 at 256x256; epochs 1-9 and part of 10 ran so. On an AVX2-only machine bf16 is emulated and slower than fp32
+# and 27 at 256x256; epochs 1-9 ran in bf16. On an AVX2-only machine bf16 is emulated and slower than fp32
 # (benchmarks/results/avx2/train_speed.md), and there the run goes on in fp32: about 11 and 80 minutes an epoch.
 run --model lmsaunet --out training/lmsaunet --epochs 20 --precision auto --progressive 128:12 --init-weights pretrained
 

@@ -235,7 +235,7 @@ _VECTOR_FLAGS = (("avx2", "AVX2"), ("avx_vnni", "AVX-VNNI"), ("avx512f", "AVX-51
                  ("asimd", "NEON"), ("asimddp", "dotprod"), ("i8mm", "i8mm"), ("bf16", "BF16"), ("sve", "SVE"))
 
 
-def _vector_isa(text: str) -> list:
+def _vector_isa(text: str) -> List[str]:
     """The extensions of ``_VECTOR_FLAGS`` the first processor's flags (x86) or features (ARM) line lists."""
     m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.MULTILINE)
     have = set(m.group(1).split()) if m else set()

@@ -123,13 +123,20 @@ def _kind(out: Path, old: Dict[str, str], new: Dict[str, str]) -> str:
     return "new"
 
 
-# case -> (template of the old export, argv for an output folder, environment of the wrapper). --no-cpu-default: the
-# CPU default's timing (most of each export's time here) makes no file operation of the commit.
+def _from_onnx(onnx: Path, *more: str) -> List[str]:
+    # --no-cpu-default: the CPU default's timing (most of each export's time here) makes no file operation of the commit
+    return ["--from-onnx", str(onnx), *more, "--no-cpu-default"]
+
+
+def _fp16_in_place(out: Path, templates: Dict[str, Path]) -> List[str]:
+    return _from_onnx(out / "model.onnx", "--fp16", "--data", str(SAMPLE))
+
+
+# case -> (template of the old export, argv for an output folder, environment of the wrapper)
 SCENARIOS = {
-    "in-place-fp16": ("t128", lambda out, t: ["--from-onnx", str(out / "model.onnx"), "--fp16", "--data", str(SAMPLE), "--no-cpu-default"], {}),
-    "replace-model": ("t128fp16", lambda out, t: ["--from-onnx", str(t["t192"] / "model.onnx"), "--output", str(out), "--no-cpu-default"], {}),
-    "two-renames": ("t128", lambda out, t: ["--from-onnx", str(out / "model.onnx"), "--fp16", "--data", str(SAMPLE), "--no-cpu-default"],
-                    {"LIGHTSEG_NO_EXCHANGE": "1"}),
+    "in-place-fp16": ("t128", _fp16_in_place, {}),
+    "replace-model": ("t128fp16", lambda out, t: _from_onnx(t["t192"] / "model.onnx", "--output", str(out)), {}),
+    "two-renames": ("t128", _fp16_in_place, {"LIGHTSEG_NO_EXCHANGE": "1"}),
 }
 
 
