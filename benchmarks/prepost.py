@@ -11,6 +11,12 @@ here) and times, with ONNX Runtime on
   inference, logits resized and compared with logit(threshold));
 - ``predict (float path)``: the same through the previous float implementation (normalise every pixel in float32,
   sigmoid over the full-size logits, then threshold), kept here as the reference.
+- a new image each call: ``infer`` and ``predict``, each after decoding a fresh copy of the image from JPEG
+  (untimed), as an application's loop over files does. A new image is allocated and the previous one freed between
+  calls, which changes what malloc hands the call (a tight loop over one image can hide page faults). They run in
+  fresh child processes that do nothing else, like a small application, alternately with and without the per-thread
+  scratch plane the resized logits go into (``--no-scratch``: a fresh array per call, as before it existed), two
+  processes each; the minor page faults per call are counted after the timing.
 
 Rounds are interleaved (A B C, then C B A, ...); a figure is the median of its rounds' medians. The two predict paths
 must give identical masks, which the script checks.
@@ -49,6 +55,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pause-pid", type=int, help="SIGSTOP this process while measuring (SIGCONT afterwards)")
     p.add_argument("--out", default="bench-results")
+    p.add_argument("--app-loop", metavar="DIR", help=argparse.SUPPRESS)  # internal: the child process of _app_loops
+    p.add_argument("--no-scratch", action="store_true", help=argparse.SUPPRESS)  # with --app-loop
     return p.parse_args(argv)
 
 
@@ -61,8 +69,32 @@ def _float_path(predictor, image: np.ndarray, threshold: float = 0.5) -> np.ndar
     return proba_to_mask(logits_to_proba(predictor.infer(batch)[0], image.shape[:2]), threshold)
 
 
-def _paired(rounds: Dict[str, List[float]], name: str) -> float:
-    return statistics.median(a / b for a, b in zip(rounds[name], rounds["infer"]))
+def _decoder(image: np.ndarray):
+    """A setup that decodes a new RGB copy of ``image`` from JPEG bytes, like reading the next file."""
+    import cv2
+
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    return lambda: cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def _faults_per_call(prepared, calls: int = 100) -> Optional[float]:
+    """Minor page faults per call of a ``Prepared`` (setup excluded), or None where ``resource`` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    faults = 0
+    for _ in range(calls):
+        arg = prepared.setup()
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        prepared.call(arg)
+        faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return faults / calls
+
+
+def _paired(rounds: Dict[str, List[float]], name: str, base: str = "infer") -> float:
+    return statistics.median(a / b for a, b in zip(rounds[name], rounds[base]))
 
 
 def _image(size: int) -> np.ndarray:
@@ -107,27 +139,73 @@ def _stages(pred, image: np.ndarray, rounds: int, iters: int) -> Dict[str, float
 def markdown(result: Dict[str, Any]) -> str:
     """The Markdown table of a run (also the README's ``prepost`` block)."""
     args = result["settings"]
-    lines = [f"Created {result['created']}; a real ISIC image resized to {args['size']}x{args['size']}, {args['threads']} threads, "
+    cpu = (result.get("environment") or {}).get("cpu")
+    lines = [f"Created {result['created']}{'; ' + cpu if cpu else ''}; a real ISIC image resized to {args['size']}x{args['size']}, {args['threads']} threads, "
              f"{args['rounds']} interleaved rounds of {args['iters']} calls, median of round medians; ratios are medians of the per-round ratios.", "",
-             "| model | weights | infer ms | predict ms | predict / infer | float path ms | float path / infer | masks identical | other processes' CPU share |",
-             "|---|---|---:|---:|---:|---:|---:|---|---:|"]
+             "| model | weights | infer ms | predict ms | predict / infer | new image each call: predict / infer | the same without the scratch plane | float path ms | float path / infer | masks identical | other processes' CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for model, m in result["models"].items():
         med = m["median_ms"]
         share = "-" if m["other_cpu_share"] is None else f"{m['other_cpu_share']:.0%}"
-        lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | "
+        fresh = [f"{m['new_image'][k]['predict_over_infer']:.2f}" if "new_image" in m else "-" for k in ("scratch", "no scratch")]
+        lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | {' | '.join(fresh)} | "
                      f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {m['masks_identical']} | {share} |")
     staged = {model: m for model, m in result["models"].items() if "stages_ms" in m}
     if staged:
-        lines += ["", "Where the overhead goes (ms): each stage alone (back to back, its data cached) and inside a pre -> infer -> post loop.", "",
-                  "| model | pre alone | pre in loop | infer in loop | post alone | post in loop |", "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", "Where the overhead goes (ms): each stage alone (back to back, its data cached) and inside a pre -> infer -> post loop; "
+                  "minor page faults per call with a new image decoded before each call.", "",
+                  "| model | pre alone | pre in loop | infer in loop | post alone | post in loop | page faults: infer | predict | predict without the scratch plane |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for model, m in staged.items():
-            med, st = m["median_ms"], m["stages_ms"]
-            lines.append(f"| {model} | {med['pre']:.3f} | {st['pre']:.3f} | {st['infer']:.2f} | {med['post']:.3f} | {st['post']:.3f} |")
+            med, st, app = m["median_ms"], m["stages_ms"], m.get("new_image") or {}
+            pf = [(app.get(setting) or {}).get("page_faults_per_call", {}).get(k) for setting, k in
+                  (("scratch", "infer"), ("scratch", "predict"), ("no scratch", "predict"))]
+            faults = " | ".join("-" if f is None else f"{f:.0f}" for f in pf)
+            lines.append(f"| {model} | {med['pre']:.3f} | {st['pre']:.3f} | {st['infer']:.2f} | {med['post']:.3f} | {st['post']:.3f} | {faults} |")
     return "\n".join(lines) + "\n"
+
+
+def _app_loop(model_dir: Path, args: argparse.Namespace) -> Dict[str, Any]:
+    """``infer`` and ``predict`` each after decoding a new image, timed interleaved, then their page faults counted;
+    with ``--no-scratch`` the whole process runs without the scratch plane. Runs in a fresh process (see
+    ``_app_loops``): what malloc hands a call depends on everything the process allocated before, so the two
+    settings cannot share one."""
+    from lightseg_edge.bench.timing import Prepared, interleaved_rounds
+    from lightseg_edge.data import transforms
+    from lightseg_edge.runtimes import load_predictor
+
+    if args.no_scratch:
+        transforms.SCRATCH_MAX_BYTES = 0
+    image = _image(args.size)
+    pred = load_predictor(str(model_dir), runtime="onnxruntime", precision="fp32", threads=args.threads)
+    batch = transforms.preprocess_batch([image], pred.preprocess_config)
+    variants = {"infer": Prepared(_decoder(image), lambda im: pred.infer(batch)), "predict": Prepared(_decoder(image), pred.predict)}
+    rounds = interleaved_rounds(variants, args.rounds, args.iters, warmup=5)
+    return {"predict_over_infer": _paired(rounds, "predict"), "median_ms": {k: statistics.median(v) for k, v in rounds.items()},
+            "page_faults_per_call": {k: _faults_per_call(v) for k, v in variants.items()}}
+
+
+def _app_loops(model_dir: Path, args: argparse.Namespace, repeats: int = 2) -> Dict[str, Any]:
+    """``_app_loop`` in fresh child processes, with and without the scratch plane alternately (A B A B)."""
+    runs: Dict[str, List[Dict[str, Any]]] = {"scratch": [], "no scratch": []}
+    for _ in range(repeats):
+        for setting, runs_of in runs.items():
+            cmd = [sys.executable, __file__, "--app-loop", str(model_dir), "--size", str(args.size), "--rounds", str(args.rounds),
+                   "--iters", str(args.iters), "--threads", str(args.threads)] + (["--no-scratch"] if setting == "no scratch" else [])
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"error: the application loop on {model_dir.name} failed: {done.stderr.strip()[-500:]}")
+            runs_of.append(json.loads(done.stdout))
+    return {setting: {"predict_over_infer": statistics.median(r["predict_over_infer"] for r in rs),
+                      "page_faults_per_call": {k: statistics.median(r["page_faults_per_call"][k] or 0 for r in rs) for k in ("infer", "predict")},
+                      "processes": rs} for setting, rs in runs.items()}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
+    if args.app_loop:
+        print(json.dumps(_app_loop(Path(args.app_loop), args)))
+        return 0
     from lightseg_edge.bench.machine import load_between, snapshot
     from lightseg_edge.bench.timing import interleaved_rounds
     from lightseg_edge.bench.report import atomic_write
@@ -152,21 +230,28 @@ def main(argv: Optional[List[str]] = None) -> int:
                 before = snapshot()
                 rounds = interleaved_rounds(variants, args.rounds, args.iters, warmup=5)
                 load = load_between(before, snapshot())
+                app = _app_loops(Path(work) / model, args)
                 med = {k: statistics.median(v) for k, v in rounds.items()}
                 stages = _stages(pred, image, args.rounds, args.iters)
                 result["models"][model] = {"weights": weights, "masks_identical": same, "rounds_ms": rounds, "median_ms": med,
                                            # per-round ratios: the variants of one round ran back to back, so the
                                            # ratio survives this VM's switches between speeds, which medians do not
                                            "predict_over_infer": _paired(rounds, "predict"),
-                                           "float_path_over_infer": _paired(rounds, "predict (float path)"), "stages_ms": stages,
+                                           "float_path_over_infer": _paired(rounds, "predict (float path)"),
+                                           "new_image": app, "stages_ms": stages,
                                            "loadavg": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
                 pred.close()
                 print(f"{model}: infer {med['infer']:.2f} ms, predict {med['predict']:.2f} ms "
-                      f"({_paired(rounds, 'predict'):.2f}x), float path {med['predict (float path)']:.2f} ms; masks identical: {same}",
+                      f"({_paired(rounds, 'predict'):.2f}x; new image each call {app['scratch']['predict_over_infer']:.2f}x, "
+                      f"without the scratch plane {app['no scratch']['predict_over_infer']:.2f}x), float path {med['predict (float path)']:.2f} ms; masks identical: {same}",
                       file=sys.stderr, flush=True)
     finally:
         if args.pause_pid:
             os.kill(args.pause_pid, signal.SIGCONT)
+    from lightseg_edge.bench.environment import collect_environment
+    from lightseg_edge.bench.matrix import env_summary
+
+    result["environment"] = env_summary(collect_environment())  # after the timing: the probe does not run during it
     text = "# predict() vs inference alone (ONNX Runtime fp32, batch 1)\n\n" + markdown(result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..errors import InvalidInputError
 from .records import LatencyStats
@@ -191,24 +191,39 @@ def time_end_to_end(predictor: Any, images: List[Any], cfg: TimingConfig, timer:
     return run_timed(lambda: predictor.predict_batch(images), cfg, len(images), timer)
 
 
-def median_ms(fn: Callable[[], Any], iters: int) -> float:
+@dataclass(frozen=True)
+class Prepared:
+    """A timed call that takes a fresh argument from ``setup``, which runs untimed before each call (e.g. decoding
+    a new image, so the call sees the allocations a real application's loop makes)."""
+
+    setup: Callable[[], Any]
+    call: Callable[[Any], Any]
+
+
+def median_ms(fn: Union[Callable[[], Any], Prepared], iters: int) -> float:
     """The median wall time of ``iters`` calls of ``fn``, in milliseconds."""
     times = []
     for _ in range(iters):
-        t0 = time.perf_counter_ns()
-        fn()
+        if isinstance(fn, Prepared):
+            arg = fn.setup()
+            t0 = time.perf_counter_ns()
+            fn.call(arg)
+        else:
+            t0 = time.perf_counter_ns()
+            fn()
         times.append(time.perf_counter_ns() - t0)
+        arg = None  # released before the next setup, as a loop over images would
     return statistics.median(times) / 1e6
 
 
-def interleaved_rounds(calls: Dict[str, Callable[[], Any]], rounds: int, iters: int, warmup: int = 0) -> Dict[str, List[float]]:
+def interleaved_rounds(calls: Dict[str, Union[Callable[[], Any], Prepared]], rounds: int, iters: int, warmup: int = 0) -> Dict[str, List[float]]:
     """Each call's median (ms) per round. Within a round the calls run back to back, in reversed order every other
     round (A B C, C B A, ...), so a ratio of two calls in one round survives a change of machine speed between
     rounds; ``warmup`` untimed calls of each first."""
     names = list(calls)
     for name in names:
         for _ in range(warmup):
-            calls[name]()
+            median_ms(calls[name], 1)
     per: Dict[str, List[float]] = {n: [] for n in names}
     for r in range(rounds):
         for name in (names if r % 2 == 0 else names[::-1]):

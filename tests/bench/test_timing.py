@@ -93,3 +93,24 @@ def test_cuda_events_time_a_cuda_predictor():  # runs only where a CUDA device e
     timer = CudaEventTimer(0)
     x = torch.randn(1024, 1024, device="cuda")
     assert timer(lambda: x @ x) > 0
+
+
+def test_prepared_calls_get_a_fresh_argument_and_setup_is_not_timed(monkeypatch):
+    from lightseg_edge.bench import timing
+
+    now = [0]
+    monkeypatch.setattr(timing.time, "perf_counter_ns", lambda: now[0])
+    made, seen = [], []
+
+    def setup():  # slow (1 s) and not part of the figure
+        now[0] += 10**9
+        made.append(object())
+        return made[-1]
+
+    def call(arg):
+        now[0] += 2 * 10**6
+        seen.append(arg)
+
+    per = timing.interleaved_rounds({"p": timing.Prepared(setup, call), "q": lambda: None}, rounds=2, iters=3, warmup=1)
+    assert per["p"] == [2.0, 2.0] and per["q"] == [0.0, 0.0]
+    assert seen == made and len(made) == 7  # one new argument per call, the warm-up call included

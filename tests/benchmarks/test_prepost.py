@@ -23,4 +23,8 @@ def test_prepost_script_writes_its_tables(tmp_path, monkeypatch):
     assert m["masks_identical"] is True
     assert set(m["stages_ms"]) == {"pre", "infer", "post"} and all(v > 0 for v in m["stages_ms"].values())
     assert set(m["median_ms"]) >= {"infer", "predict", "pre", "post"}
+    for setting in ("scratch", "no scratch"):  # each from two fresh processes that timed infer and predict on new images
+        app = m["new_image"][setting]
+        assert len(app["processes"]) == 2 and app["predict_over_infer"] > 0
+        assert set(app["page_faults_per_call"]) == {"infer", "predict"}
     assert "| ucmnet |" in (tmp_path / "prepost.md").read_text()

@@ -100,3 +100,41 @@ def test_mask_from_logits_is_bit_identical_to_the_sigmoid_path(threshold):
     # tiny sizes too: OpenCV reads an array of up to four values as a scalar (a 1x1 image once crashed the fast path)
     for size in ((64, 64), (97, 131), (1, 1), (1, 4), (4, 1), (2, 2), (1, 5), (3, 2)):
         np.testing.assert_array_equal(logits_to_mask(lg, size, threshold), proba_to_mask(logits_to_proba(lg, size), threshold))
+
+
+def _reference_mask(lg: np.ndarray, size, threshold: float = 0.5) -> np.ndarray:
+    """The plain definition: a freshly allocated bilinear resize, the full sigmoid, the threshold."""
+    import cv2
+
+    plane = lg.reshape(lg.shape[-2:]).astype(np.float32)
+    return (sigmoid(cv2.resize(plane, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)) >= threshold).astype(np.uint8)
+
+
+def test_scratch_reuse_never_leaks_into_results(monkeypatch):
+    """The resized logits live in a reused per-thread buffer: results must be new arrays, unchanged by later calls,
+    whatever the order of sizes (growing, shrinking, above the size limit)."""
+    from lightseg_edge.data import transforms
+
+    monkeypatch.setattr(transforms, "SCRATCH_MAX_BYTES", 4 * 300 * 300)
+    rng = np.random.default_rng(1)
+    calls = [(rng.normal(0, 4, (1, 32, 32)).astype(np.float32), size) for size in ((64, 64), (300, 300), (17, 23), (301, 300), (64, 64))]
+    masks = [transforms.logits_to_mask(lg, size) for lg, size in calls]
+    probas = [transforms.logits_to_proba(lg, size) for lg, size in calls]
+    for (lg, size), mask, proba in zip(calls, masks, probas):
+        np.testing.assert_array_equal(mask, _reference_mask(lg, size))
+        np.testing.assert_array_equal(proba_to_mask(proba), mask)
+        assert not np.shares_memory(mask, transforms._scratch.buf) and not np.shares_memory(proba, transforms._scratch.buf)
+    assert transforms._scratch.buf.nbytes == 4 * 300 * 300  # grew to the limit, no further
+
+
+def test_scratch_is_per_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lightseg_edge.data.transforms import logits_to_mask
+
+    rng = np.random.default_rng(2)
+    jobs = [(rng.normal(0, 4, (1, 40, 40)).astype(np.float32), (97 + i, 131 - i)) for i in range(32)]
+    with ThreadPoolExecutor(4) as pool:
+        masks = list(pool.map(lambda job: logits_to_mask(*job), jobs))
+    for (lg, size), mask in zip(jobs, masks):
+        np.testing.assert_array_equal(mask, _reference_mask(lg, size))
