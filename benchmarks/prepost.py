@@ -78,7 +78,7 @@ def _decoder(image: np.ndarray):
     return lambda: cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def _faults_per_call(prepared, calls: int = 100) -> Optional[float]:
+def _faults_per_call(prepared, calls: int) -> Optional[float]:
     """Minor page faults per call of a ``Prepared`` (setup excluded), or None where ``resource`` is missing (Windows)."""
     try:
         import resource
@@ -182,7 +182,7 @@ def _app_loop(model_dir: Path, args: argparse.Namespace) -> Dict[str, Any]:
     variants = {"infer": Prepared(_decoder(image), lambda im: pred.infer(batch)), "predict": Prepared(_decoder(image), pred.predict)}
     rounds = interleaved_rounds(variants, args.rounds, args.iters, warmup=5)
     return {"predict_over_infer": _paired(rounds, "predict"), "median_ms": {k: statistics.median(v) for k, v in rounds.items()},
-            "page_faults_per_call": {k: _faults_per_call(v) for k, v in variants.items()}}
+            "page_faults_per_call": {k: _faults_per_call(v, args.iters) for k, v in variants.items()}}
 
 
 def _app_loops(model_dir: Path, args: argparse.Namespace, repeats: int = 2) -> Dict[str, Any]:
