@@ -115,7 +115,10 @@ def test_scratch_reuse_never_leaks_into_results(monkeypatch):
     whatever the order of sizes (growing, shrinking, above the size limit)."""
     from lightseg_edge.data import transforms
 
+    import threading
+
     monkeypatch.setattr(transforms, "SCRATCH_MAX_BYTES", 4 * 300 * 300)
+    monkeypatch.setattr(transforms, "_scratch", threading.local())  # what earlier tests on this thread left is not ours
     rng = np.random.default_rng(1)
     calls = [(rng.normal(0, 4, (1, 32, 32)).astype(np.float32), size) for size in ((64, 64), (300, 300), (17, 23), (301, 300), (64, 64))]
     masks = [transforms.logits_to_mask(lg, size) for lg, size in calls]
