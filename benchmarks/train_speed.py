@@ -9,6 +9,9 @@ recipe's optimiser step) on batches of real ISIC images, for these variants:
 - ``bf16@256``: ``torch.autocast(cpu, bfloat16)``, what ``lightseg-train --precision bf16`` does;
 - ``fp32@128`` / ``bf16@128``: the early epochs of ``lightseg-train --progressive 128:N`` (batches area-downscaled);
 - ``fp32@256 channels_last``: model and input in channels_last memory format;
+- ``fp32@256 literal``, ``fp32@128 literal``: models whose training forward computes a layer in a cheaper order than
+  the released code (LMSAUnet's decoders squeeze before they upsample) run in the released order instead, to show
+  what the reordering saves. Not in the default ``--variants``; for other models it is the plain variant;
 - ``fp32@256 compile``, ``bf16@256 compile``, ``bf16@128 compile``: ``torch.compile`` (inductor, default mode) of the model's training
   forward. Not in the default ``--variants`` (compiling takes minutes per process); the "first step" column shows
   what each process paid before its timed steps, compilation included, which every resumed run pays again.
@@ -49,11 +52,13 @@ VARIANTS = {
     "fp32@128": dict(size=128, bf16=False),
     "bf16@128": dict(size=128, bf16=True),
     "fp32@256 channels_last": dict(size=256, bf16=False, channels_last=True),
+    "fp32@256 literal": dict(size=256, bf16=False, literal=True),
+    "fp32@128 literal": dict(size=128, bf16=False, literal=True),
     "fp32@256 compile": dict(size=256, bf16=False, compile=True),
     "bf16@256 compile": dict(size=256, bf16=True, compile=True),
     "bf16@128 compile": dict(size=128, bf16=True, compile=True),
 }
-DEFAULT_VARIANTS = [v for v, how in VARIANTS.items() if not how.get("compile")]
+DEFAULT_VARIANTS = [v for v, how in VARIANTS.items() if not how.get("compile") and not how.get("literal")]
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -107,6 +112,9 @@ class _Runner:
         self.model = keep_dilated_convs_fp32(create_model(self.model_name).train(), torch.device("cpu"), precision)
         if self.cl:
             self.model = self.model.to(memory_format=torch.channels_last)
+        for m in self.model.modules() if v.get("literal") else ():
+            if hasattr(m, "squeeze_first"):
+                m.squeeze_first = False
         self.forward_train = torch.compile(self.model.forward_train) if v.get("compile") else self.model.forward_train
         self.opt = _optimizer(self.recipe.optimizer, self.model.parameters(), self.recipe.lr, self.recipe.weight_decay)
 

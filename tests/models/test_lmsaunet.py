@@ -86,11 +86,39 @@ def test_deployed_stages_equal_training_stages(n):
     enc = _randomize(ECDF(32, 64, n), seed=n).eval()
     dec = _randomize(_DecoderStage(128, 64, 64, n), seed=n + 1).eval()
     x, low, skip = torch.randn(2, 32, 20, 12), torch.randn(2, 128, 10, 6), torch.randn(2, 64, 20, 12)
+    dec.squeeze_first = False  # the released order is the reference
     with torch.no_grad():
         enc_ref, dec_ref = enc(x), dec(low, skip)
         assert enc_ref.abs().max() > 0.5 and dec_ref.abs().max() > 0.5
         assert (_DeployEncoderStage(enc)(x) - enc_ref).abs().max().item() < 1e-5
         assert (_DeployDecoderStage(dec)(low, skip) - dec_ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("n", [2, 8, 32])
+@pytest.mark.parametrize("train", [True, False])
+def test_squeeze_first_decoder_computes_the_released_order(n, train):
+    """Squeezing before the upsampling is the same function as the released upsample -> concat -> squeeze, and the
+    same gradients (training mode: BatchNorm on batch statistics; eval: running statistics), on the same Parameters."""
+    torch.manual_seed(n)
+    dec = _randomize(_DecoderStage(128, 64, 64, n), seed=n).train(train)
+    low, skip = torch.randn(2, 128, 10, 6), torch.randn(2, 64, 20, 12)
+    results = []
+    for squeeze_first in (False, True):
+        dec.squeeze_first = squeeze_first
+        dec.zero_grad()
+        ins = [low.clone().requires_grad_(), skip.clone().requires_grad_()]
+        out = dec(*ins)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), [t.grad for t in ins], {k: v.grad.clone() for k, v in dec.named_parameters()}))
+    (ref, ref_in, ref_p), (got, got_in, got_p) = results
+    assert ref.abs().max() > 0.5 and (got - ref).abs().max().item() < 1e-5
+    # Gradients of scalars such as alpha sum tens of thousands of terms: 1e-4 of their scale is round-off, a wrong
+    # order or a missing term is O(1). BatchNorm biases right before another BatchNorm get exactly zero gradient in
+    # training, so both sides are round-off there, below the absolute floor.
+    for a, b in zip(got_in, ref_in):
+        assert (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
+    for name, g in ref_p.items():
+        assert (got_p[name] - g).abs().max().item() <= 1e-4 * max(1.0, g.abs().max().item()), name
 
 
 def test_deploy_export_has_no_resize_and_no_channel_slices():
