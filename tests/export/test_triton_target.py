@@ -188,6 +188,7 @@ def test_python_backend_pipeline_gives_the_predictor_masks(exported, repo, image
         assert mask.dtype == np.uint8 and mask.shape == image.shape[:2]
         assert np.array_equal(mask, want), f"image {i}: {int((mask != want).sum())} pixels differ"
         assert np.array_equal(proba, predictor.predict_proba(image)), f"image {i}"
+        assert np.array_equal(post_mod.postprocess(logits, size, threshold, probability=False)[0], want)
     predictor.close()
 
 

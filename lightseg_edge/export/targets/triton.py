@@ -573,15 +573,9 @@ def _resized(logits, out_size):
     return lg
 
 
-def logits_to_proba(logits, out_size):
-    """1xhxw (or hxw) logits -> HxW float32 probabilities at the image size."""
-    return sigmoid(_resized(logits, out_size))
-
-
-def logits_to_mask(logits, out_size, threshold=0.5):
-    """The mask proba >= threshold, bit for bit, comparing the resized logits with logit(threshold) and using the
-    sigmoid only in a small band around it."""
-    lg = _resized(logits, out_size)
+def _cut(lg, threshold):
+    """The mask sigmoid(lg) >= threshold, bit for bit, comparing the resized logits with logit(threshold) and using
+    the sigmoid only in a small band around it."""
     if not 0.0 < threshold < 1.0:
         return (sigmoid(lg) >= threshold).astype(np.uint8)
     cut = float(np.log(threshold) - np.log1p(-threshold))
@@ -595,10 +589,12 @@ def logits_to_mask(logits, out_size, threshold=0.5):
 
 def postprocess(logits, image_size, threshold=0.5, probability=True):
     """(N x 1 x h x w logits, [height, width]) -> (HxW uint8 mask, HxW float32 probabilities or None); the first
-    result of a padded static batch."""
-    first = np.asarray(logits)[0]
-    size = (int(image_size[0]), int(image_size[1]))
-    return logits_to_mask(first, size, threshold), (logits_to_proba(first, size) if probability else None)
+    result of a padded static batch. The logits are resized once; with probabilities the mask is cut from them."""
+    lg = _resized(np.asarray(logits)[0], (int(image_size[0]), int(image_size[1])))
+    if not probability:
+        return _cut(lg, threshold), None
+    proba = sigmoid(lg)
+    return (proba >= threshold).astype(np.uint8), proba
 
 
 class TritonPythonModel:
