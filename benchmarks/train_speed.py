@@ -12,6 +12,10 @@ recipe's optimiser step) on batches of real ISIC images, for these variants:
 - ``fp32@256 literal``, ``fp32@128 literal``: models whose training forward computes a layer in a cheaper order than
   the released code (LMSAUnet's decoders squeeze before they upsample) run in the released order instead, to show
   what the reordering saves. Not in the default ``--variants``; for other models it is the plain variant;
+- ``fp32@256 malloc-default``, ``fp32@128 malloc-default``: glibc's malloc as it comes, returning large freed blocks to
+  the system, where every other variant keeps them for reuse as ``lightseg-train`` does
+  (``lightseg_edge.train.allocator``), to show what that saves. Not in the default ``--variants``; the table's page
+  faults and peak memory columns show what it costs and saves;
 - ``fp32@256 compile``, ``bf16@256 compile``, ``bf16@128 compile``: ``torch.compile`` (inductor, default mode) of the model's training
   forward. Not in the default ``--variants`` (compiling takes minutes per process); the "first step" column shows
   what each process paid before its timed steps, compilation included, which every resumed run pays again.
@@ -54,11 +58,13 @@ VARIANTS = {
     "fp32@256 channels_last": dict(size=256, bf16=False, channels_last=True),
     "fp32@256 literal": dict(size=256, bf16=False, literal=True),
     "fp32@128 literal": dict(size=128, bf16=False, literal=True),
+    "fp32@256 malloc-default": dict(size=256, bf16=False, malloc_default=True),
+    "fp32@128 malloc-default": dict(size=128, bf16=False, malloc_default=True),
     "fp32@256 compile": dict(size=256, bf16=False, compile=True),
     "bf16@256 compile": dict(size=256, bf16=True, compile=True),
     "bf16@128 compile": dict(size=128, bf16=True, compile=True),
 }
-DEFAULT_VARIANTS = [v for v, how in VARIANTS.items() if not how.get("compile") and not how.get("literal")]
+DEFAULT_VARIANTS = [v for v, how in VARIANTS.items() if not how.get("compile") and not how.get("literal") and not how.get("malloc_default")]
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -168,15 +174,19 @@ def _decode_cost(ds, np) -> Dict[str, float]:
 
 
 def _measure(runner: _Runner, x, y, steps: int) -> Dict[str, Any]:
+    import resource
+
     from lightseg_edge.bench.machine import load_between, snapshot
 
-    before = snapshot()
+    before, faults = snapshot(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     t0 = time.perf_counter()
     for _ in range(steps):
         runner.step(x, y)
     sec = (time.perf_counter() - t0) / (steps * x.shape[0])
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     load = load_between(before, snapshot())
-    return {"s_per_image": sec, "loadavg_before": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
+    return {"s_per_image": sec, "page_faults_per_image": (usage.ru_minflt - faults) / (steps * x.shape[0]),
+            "peak_rss_mib": usage.ru_maxrss / 1024, "loadavg_before": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
 
 
 def _median(values: List[Optional[float]]) -> Optional[float]:
@@ -184,11 +194,16 @@ def _median(values: List[Optional[float]]) -> Optional[float]:
     return None if any(v is None for v in values) else statistics.median(values)
 
 
+def _median_of(variant: Dict[str, Any], key: str) -> str:
+    values = [r[key] for r in variant["rounds"] if r.get(key) is not None]
+    return f"{statistics.median(values):,.0f}" if values else "-"
+
+
 def _markdown(result: Dict[str, Any]) -> str:
     cpu = result["environment"].get("cpu") or "?"
     lines = ["# CPU training speed (seconds per training image)", "", f"Created {result['created']}; {cpu}; {result['settings_text']}.", "",
-             "| model | variant | s/image per round | s/image (median) | ratio to fp32@256 | first step (s) | other processes' CPU share |",
-             "|---|---|---|---|---|---:|---|"]
+             "| model | variant | s/image per round | s/image (median) | ratio to fp32@256 | first step (s) | page faults per image | peak memory (MiB) | other processes' CPU share |",
+             "|---|---|---|---|---|---:|---:|---:|---|"]
     for model, variants in result["models"].items():
         for name, v in variants.items():
             per = " / ".join(r["error"] if r["s_per_image"] is None else f"{r['s_per_image']:.3f}" for r in v["rounds"])
@@ -197,7 +212,15 @@ def _markdown(result: Dict[str, Any]) -> str:
             ratio = "-" if v["ratio"] is None else f"{v['ratio']:.2f}"
             firsts = [r["first_step_s"] for r in v["rounds"] if r.get("first_step_s") is not None]
             first = f"{statistics.median(firsts):.1f}" if firsts else "-"
-            lines.append(f"| {model} | {name} | {per} | {med} | {ratio} | {first} | {share} |")
+            lines.append(f"| {model} | {name} | {per} | {med} | {ratio} | {first} | {_median_of(v, 'page_faults_per_image')} | "
+                         f"{_median_of(v, 'peak_rss_mib')} | {share} |")
+    memory: Dict[str, List[str]] = {}
+    for variants in result["models"].values():
+        for name, v in variants.items():
+            for r in v["rounds"]:
+                if r.get("memory") and name not in memory.setdefault(r["memory"], []):
+                    memory[r["memory"]].append(name)
+    lines += [""] + [f"{', '.join(names)}: {how}." for how, names in memory.items()]
     d = result["decode"]
     lines += ["", f"Decoded-image cache: reading + resizing one ISIC JPEG takes {d['decode_resize_s'] * 1000:.1f} ms; indexing the "
               f"trainer's decoded array takes {d['cached_s'] * 1000:.3f} ms (per image, {d['images']} images).", ""]
@@ -207,13 +230,17 @@ def _markdown(result: Dict[str, Any]) -> str:
 def _child(args: argparse.Namespace, data: str) -> int:
     import torch
 
+    from lightseg_edge.train.allocator import keep_freed_memory
+
+    memory = "memory: glibc's default allocator" if VARIANTS[args.one[1]].get("malloc_default") else keep_freed_memory()
+
     torch.set_num_threads(args.threads)
     x, y, _, _ = _batch(data, args.batch_size)
     runner = _Runner(*args.one)
     t0 = time.perf_counter()
     runner.step(x, y)  # untimed: first-call allocations, oneDNN primitive creation, compilation
     first = time.perf_counter() - t0
-    print(json.dumps({**_measure(runner, x, y, args.steps), "first_step_s": first}))
+    print(json.dumps({**_measure(runner, x, y, args.steps), "first_step_s": first, "memory": memory}))
     return 0
 
 

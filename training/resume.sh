@@ -46,6 +46,8 @@ run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 # From epoch 13 (batch 80) on, the decoders squeeze before they upsample (the same function, docs/models.md):
 # 0.56x the step time of the released order (benchmarks/results/avx2/squeeze_first/train_speed.md). Epochs 13 and 14,
 # the first at 256x256, reached val mDice 0.8704 and 0.8701 (epoch 14: 1545 s on the AVX2 host); epoch 15 0.8760.
+# From epoch 16 (batch 127) on, lightseg-train keeps the memory it frees (README, Training): 0.40x the step time at
+# 256x256 (benchmarks/results/avx2/malloc/train_speed.md). Epoch 16: val mDice 0.8742.
 run --model lmsaunet --out training/lmsaunet --epochs 20 --precision auto --progressive 128:12 --init-weights pretrained
 
 # LMSAUnet N=32, after LMSAUnet, the same way: fine-tuned from its shipped 8-epoch weights (val 0.8326), one 20-epoch

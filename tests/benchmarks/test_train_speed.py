@@ -1,0 +1,27 @@
+"""benchmarks/train_speed.py runs end to end on the committed sample: fresh processes per variant, its JSON and
+Markdown, and the page faults that show what keeping freed memory changes (times are not asserted)."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_speed.py"
+
+
+def test_train_speed_script_writes_its_tables(tmp_path, monkeypatch, sample_dir):
+    variants = "fp32@128,fp32@128 malloc-default"
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--models", "malunet", "--variants", variants, "--rounds", "1", "--steps", "1",
+                                      "--threads", "1", "--data", str(sample_dir), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert done.value.code == 0
+    rows = json.loads((tmp_path / "train_speed.json").read_text())["models"]["malunet"]
+    kept, default = rows["fp32@128"]["rounds"][0], rows["fp32@128 malloc-default"]["rounds"][0]
+    for r in (kept, default):
+        assert r["s_per_image"] > 0 and r["page_faults_per_image"] >= 0 and r["peak_rss_mib"] > 0
+    assert default["memory"] == "memory: glibc's default allocator" and kept["memory"].startswith("memory: ")
+    md = (tmp_path / "train_speed.md").read_text()
+    assert "| malunet | fp32@128 malloc-default |" in md and "fp32@128 malloc-default: memory: glibc's default allocator." in md
