@@ -121,6 +121,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from lightseg_edge.bench.report import atomic_write
     from lightseg_edge.data.dataset import subset
+    from lightseg_edge.train.allocator import keep_freed_memory
     from lightseg_edge.data.layouts import describe_data, detect_layout, list_samples
     from lightseg_edge.data.shifts import SHIFTS
     from lightseg_edge.models import list_models
@@ -131,6 +132,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if "none" not in shifts:
         shifts.insert(0, "none")  # every change is against the unshifted images
     torch.set_num_threads(args.threads)
+    if argv is None:  # run as a script: the process only evaluates, so it may keep its peak memory for reuse
+        print(keep_freed_memory(), file=sys.stderr)
     layout = detect_layout(args.data)
     available = list_samples(args.data, None if args.split == "all" else args.split, layout)
     samples = subset(available, args.max_images)

@@ -5,8 +5,10 @@ mmap threshold (at most 32 MiB). glibc serves each such block with a fresh ``mma
 the top of its heap back to the system once enough of it is free; the next operator that writes the memory then
 faults it in again, 4 KiB at a time, and on a VM each fault is expensive. ``mallopt(M_MMAP_MAX, 0)`` serves large
 blocks from the heap and ``mallopt(M_TRIM_THRESHOLD, -1)`` never shrinks it (both documented in mallopt(3)): the heap
-grows to the run's peak once and is reused from then on. The price is that the process holds its peak memory until
-it exits, which is why ``lightseg-train`` (a process that only trains) does this and ``train()`` does not.
+grows to the run's peak once and is reused from then on (evaluation gains as much as training). The price is that
+the process holds its peak memory until it exits, which is why the commands do this (``lightseg-train``,
+``lightseg-eval``, ``python -m lightseg_edge.train.ship``: processes that do nothing else) and ``train()`` called from
+a caller's Python does not.
 ``benchmarks/train_speed.py`` measures step time, page faults and peak memory with and without it.
 """
 

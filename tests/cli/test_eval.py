@@ -128,3 +128,19 @@ def test_bad_shift_use_exits_2(sample_dir, argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir)] + [str(tmp_path / a) if a == "o" else a for a in argv])
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_lightseg_eval_process_keeps_the_memory_it_frees(sample_dir, tmp_path, evaluated):
+    """As a command of its own (not a caller's main()), lightseg-eval keeps freed memory (train/allocator.py) and
+    measures the same as in-process."""
+    import platform
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "lightseg_edge.cli.eval", "--model", "ucmnet", "--data", str(sample_dir), "--split", "all",
+           "--out", str(tmp_path), "--threads", "1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if platform.libc_ver()[0] == "glibc":
+        assert "memory: freed blocks stay in the process" in done.stdout
+    assert json.loads((tmp_path / "metrics.json").read_text())["metrics"] == evaluated[1]
