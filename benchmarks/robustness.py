@@ -121,11 +121,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from lightseg_edge.bench.report import atomic_write
     from lightseg_edge.data.dataset import subset
-    from lightseg_edge.train.allocator import keep_freed_memory
     from lightseg_edge.data.layouts import describe_data, detect_layout, list_samples
     from lightseg_edge.data.shifts import SHIFTS
     from lightseg_edge.models import list_models
     from lightseg_edge.models._weights import has_pretrained
+    from lightseg_edge.train.allocator import keep_freed_memory
 
     models = _names(args.models, [m for m in list_models() if has_pretrained(m)], "models")
     shifts = _names(args.shifts, list(SHIFTS), "shifts")

@@ -8,8 +8,8 @@ blocks from the heap and ``mallopt(M_TRIM_THRESHOLD, -1)`` never shrinks it (bot
 grows to the run's peak once and is reused from then on (evaluation gains as much as training). The price is that
 the process holds its peak memory until it exits, which is why the commands do this (``lightseg-train``,
 ``lightseg-eval``, ``python -m lightseg_edge.train.ship``: processes that do nothing else) and ``train()`` called from
-a caller's Python does not.
-``benchmarks/train_speed.py`` measures step time, page faults and peak memory with and without it.
+a caller's Python does not. ``benchmarks/train_speed.py`` measures step time, page faults and peak memory with and
+without it.
 """
 
 from __future__ import annotations
