@@ -27,7 +27,13 @@ def _one_line(text: str) -> str:
     return text if len(text) <= MAX_LINE else f"{text[:MAX_LINE // 2 - 3]} ... {text[-(MAX_LINE // 2 - 2):]}"
 
 
-def run_cli(body: Callable[[List[str]], int], argv: Optional[List[str]]) -> int:
+def run_cli(body: Callable[[List[str]], int], argv: Optional[List[str]], keep_memory: bool = False) -> int:
+    """``keep_memory``: a command that only trains or evaluates keeps the memory it frees (``train.allocator``) when it
+    runs as a process of its own (``argv`` None), never inside a caller's process (e.g. ``main([...])`` in a test)."""
+    if keep_memory and argv is None:
+        from ..train.allocator import keep_freed_memory
+
+        print(keep_freed_memory())
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return body(argv)

@@ -96,12 +96,8 @@ def _chosen(acc, overlays: Tuple[int, int]) -> List[Tuple[str, float, int]]:
     return [("worst", d, i) for d, i in ranked[:n_worst]] + [("best", d, i) for d, i in ranked[len(ranked) - n_best:]]
 
 
-def _run(argv: List[str], own_process: bool = False) -> int:
+def _run(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
-    if own_process:  # evaluation is all this process does: it may keep its peak memory for reuse (train/allocator.py)
-        from ..train.allocator import keep_freed_memory
-
-        print(keep_freed_memory())
     import torch
     from torch.utils.data import DataLoader
 
@@ -169,7 +165,7 @@ def _run(argv: List[str], own_process: bool = False) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli(lambda args: _run(args, own_process=argv is None), argv)
+    return run_cli(_run, argv, keep_memory=True)
 
 
 if __name__ == "__main__":

@@ -52,12 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _run(argv: List[str], own_process: bool = False) -> int:
+def _run(argv: List[str]) -> int:
     args = _parser().parse_args(argv)
-    if own_process:  # the process only trains: it may keep its peak memory for reuse (not a caller's, e.g. a test run)
-        from ..train.allocator import keep_freed_memory
-
-        print(keep_freed_memory())
     from ..errors import DataError
     from ..train.trainer import TrainConfig, train
 
@@ -79,7 +75,7 @@ def _run(argv: List[str], own_process: bool = False) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli(lambda args: _run(args, own_process=argv is None), argv)
+    return run_cli(_run, argv, keep_memory=True)
 
 
 if __name__ == "__main__":

@@ -152,9 +152,8 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
     return card
 
 
-def _run(argv: List[str], own_process: bool = False) -> int:
+def _run(argv: List[str]) -> int:
     from ..models._weights import WEIGHTS_DIR
-    from .allocator import keep_freed_memory
 
     p = argparse.ArgumentParser(prog="python -m lightseg_edge.train.ship", description=__doc__)
     p.add_argument("--model", required=True)
@@ -183,8 +182,6 @@ def _run(argv: List[str], own_process: bool = False) -> int:
             alphas = parse_alphas(args.interpolate)
         except ValueError as exc:
             p.error(str(exc))
-    if own_process:  # evaluation is all this process does: it may keep its peak memory for reuse
-        print(keep_freed_memory())
     card = (refresh_metrics(args.model, args.data, args.dest) if args.refresh_metrics
             else ship(args.model, args.run, args.data, args.dest, args.note, alphas, args.interpolate_from, Selection(args.select)))
     for split, m in card["metrics"].items():
@@ -194,7 +191,7 @@ def _run(argv: List[str], own_process: bool = False) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    return run_cli(lambda args: _run(args, own_process=argv is None), argv)
+    return run_cli(_run, argv, keep_memory=True)
 
 
 if __name__ == "__main__":
