@@ -19,6 +19,16 @@ def _progressive(text: str) -> Tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected SIZE:EPOCHS (e.g. 128:60), got {text!r}") from None
 
 
+def _decay(text: str) -> float:
+    from ..errors import LightsegError
+    from ..train.ema import check_decay
+
+    try:
+        return check_decay(float(text))
+    except (ValueError, LightsegError):
+        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1 exclusive (e.g. 0.998), got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightseg-train", description=__doc__)
     p.add_argument("--model", required=True, help="registry name (see lightseg_edge.list_models())")
@@ -49,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--init-weights", metavar="pretrained|FILE",
                    help="start a new run from weights: 'pretrained' (the shipped ones) or a .safetensors/.pt file (fine-tuning); "
                         "ignored on --resume, the run's own last.pt has them")
+    p.add_argument("--ema", type=_decay, metavar="DECAY",
+                   help="also keep an exponential moving average of the weights (e.g. 0.998, warmed up over the first steps), "
+                        "validated every epoch beside them; best.pt holds whichever of the two scores higher")
     return p
 
 
@@ -67,7 +80,7 @@ def _run(argv: List[str]) -> int:
         resume=args.resume, progress=not args.no_progress, device=args.device, precision=TrainPrecision(args.precision),
         augment=Augmentation(args.augment), max_minutes=args.max_minutes, checkpoint_minutes=args.checkpoint_minutes,
         low_res=args.progressive[0] if args.progressive else None, low_res_epochs=args.progressive[1] if args.progressive else 0,
-        init_weights=args.init_weights,
+        init_weights=args.init_weights, ema=args.ema,
     )
     res = train(cfg)
     print(f"best val mDice {res.best_val.get('mdice', float('nan')):.4f} at epoch {res.best_epoch}; checkpoint {res.best_checkpoint}")

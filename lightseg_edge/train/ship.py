@@ -84,7 +84,14 @@ def _command(model_name: str, config: dict) -> str:
         words += ["--init-weights", config["init_weights"]]
     if config.get("augment", "robust") != "robust":
         words += ["--augment", config["augment"]]
+    if config.get("ema"):
+        words += ["--ema", str(config["ema"])]
     return " ".join(words + ["--resume"])
+
+
+def _averaged(best: dict) -> str:
+    decay = best["config"].get("ema")
+    return f" of the trained weights and their moving average (EMA, decay {decay}): the {best.get('weights', 'trained')} weights" if decay else ""
 
 
 def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str] = (),
@@ -124,7 +131,7 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
             "dataset": "ISIC 2018 Task 1 training release (2,594 images), split by the project's fixed split.csv",
             "split_file_sha256": sha256_file(split_csv) if split_csv.is_file() else None,
             "train_images": len(list_samples(data, "train")),
-            "selection": "best val mDice" + (f", then the WiSE-FT mixture with the best {interpolation.selection.describe()}"
+            "selection": "best val mDice" + _averaged(best) + (f", then the WiSE-FT mixture with the best {interpolation.selection.describe()}"
                                              if interpolation else ""),
             "evaluated_on": {s: metrics[s]["images"] for s in metrics},
         },

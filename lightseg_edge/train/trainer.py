@@ -26,6 +26,7 @@ from ..models import create_model, get_model_config
 from ..models._weights import fit_summary, load_weights, pretrained_path
 from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
+from .ema import WeightEMA, check_decay
 from .device import autocast, keep_dilated_convs_fp32, resolve_device, resolve_precision
 from .losses import LOSSES, group_loss
 from ..metrics import MetricAccumulator
@@ -57,6 +58,7 @@ class TrainConfig:
     low_res: Optional[int] = None  # progressive resizing: train the first low_res_epochs epochs at low_res x low_res
     low_res_epochs: int = 0
     init_weights: Optional[str] = None  # "pretrained" (the shipped weights) or a .safetensors/.pt file to start from
+    ema: Optional[float] = None  # decay of a moving average of the weights, validated beside them (None: no average)
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "lr", "img_size", "max_train_images", "max_val_images", "threads", "checkpoint_minutes", "low_res")
@@ -72,6 +74,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value > high:  # the CLI's bounds (cli._common), for callers of the API too
                 raise LightsegError(f"{name}: expected at most {high}, got {value!r}")
+        if self.ema is not None:
+            check_decay(self.ema)
         mcfg = get_model_config(self.model)  # an unknown model fails here, listing the known ones
         for flag, size in (("--img-size", self.img_size), ("--progressive", self.low_res)):
             if size is not None:
@@ -151,6 +155,9 @@ def _plot_curves(path: Path, history: List[dict]) -> None:
     ax[0].set_xlabel("epoch"), ax[0].legend()
     ax[1].plot(ep, [h["train_dice"] for h in history], label="train Dice")
     ax[1].plot(ep, [h["val_mdice"] for h in history], label="val mDice")
+    averaged = [h for h in history if "val_mdice_ema" in h]
+    if averaged:
+        ax[1].plot([h["epoch"] for h in averaged], [h["val_mdice_ema"] for h in averaged], label="val mDice, EMA weights")
     ax[1].plot(ep, [h["val_miou"] for h in history], label="val mIoU")
     ax[1].set_xlabel("epoch"), ax[1].legend()
     fig.tight_layout()
@@ -214,7 +221,7 @@ class _Clock:
         return self.budget_s is not None and time.perf_counter() - self.start >= self.budget_s
 
 
-def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> Tuple[_Progress, List[dict], dict, dict]:
+def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler, ema: Optional[WeightEMA]) -> Tuple[_Progress, List[dict], dict, dict]:
     """Restore a run from its last.pt: (progress, history, best, what the run's first session started from)."""
     ck = load_checkpoint(path)
     recorded = ck["config"].get("model") if isinstance(ck.get("config"), dict) else None
@@ -229,6 +236,8 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> 
         sched.load_state_dict(ck["scheduler"])
         if "scaler" in ck and scaler.is_enabled():
             scaler.load_state_dict(ck["scaler"])
+        if ema is not None and "ema" in ck:
+            ema.load(ck["ema"], ck["model"])
         torch.set_rng_state(ck["torch_rng"])
         start, history, best = ck["epoch"] + 1, ck["history"], ck["best"]
         part = _Progress(**ck["partial"]) if ck.get("partial", {}).get("epoch") == start else _Progress(start)
@@ -246,6 +255,9 @@ def _resume(path: Path, cfg: TrainConfig, recipe, model, opt, sched, scaler) -> 
             group["lr"] = lr
     at = f"epoch {start + 1}, batch {part.batches + 1}" if part.batches else f"epoch {start + 1}"
     print(f"resumed from {path} at {at} (best val mDice {best['mdice']:.4f} at epoch {best['epoch'] + 1})")
+    if (ema is not None) != ("ema" in ck):
+        print("ema: the weight average starts here from the resumed weights" if ema is not None else
+              "ema: the run's weight average is dropped (no --ema)")
     return part, history, best, started
 
 
@@ -273,7 +285,8 @@ def downscale(x: torch.Tensor, y: torch.Tensor, size: Optional[int]) -> Tuple[to
 
 
 def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, precision: TrainPrecision, part: _Progress,
-                 clock: _Clock, save: Callable[[_Progress], None], desc: Optional[str], size: Optional[int] = None) -> bool:
+                 clock: _Clock, save: Callable[[_Progress], None], desc: Optional[str], size: Optional[int] = None,
+                 ema: Optional[WeightEMA] = None) -> bool:
     """Train from batch ``part.batches`` of the epoch on, accumulating into ``part``; False when the time budget ran out
     mid-epoch (``part`` is then saved, and a resumed run continues with the next batch)."""
     model.train()
@@ -293,6 +306,8 @@ def _train_epoch(model, loader, opt, scaler, recipe, device: torch.device, preci
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        if ema is not None:
+            ema.update(model)
         with torch.no_grad():
             p = (final >= 0).float()
             dice = (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
@@ -342,10 +357,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     opt = _optimizer(recipe.optimizer, model.parameters(), cfg.lr, recipe.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=min(recipe.t_max, cfg.epochs), eta_min=recipe.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision is TrainPrecision.FP16)
+    ema = WeightEMA(model, cfg.ema) if cfg.ema else None
 
     part, history, best, started = _Progress(0), [], {"epoch": -1, "mdice": -1.0}, {}
     if cfg.resume and last_path.is_file():
-        part, history, best, started = _resume(last_path, cfg, recipe, model, opt, sched, scaler)
+        part, history, best, started = _resume(last_path, cfg, recipe, model, opt, sched, scaler, ema)
 
     config = {k: (v.value if isinstance(v, Enum) else v) for k, v in asdict(cfg).items() if v is not None and k != "init_weights"}
     # a resumed run keeps what its first session started from, whatever --init-weights says now
@@ -356,7 +372,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     def save_last(progress: _Progress) -> None:
         save_checkpoint(last_path, {"model": _cpu(model.state_dict()), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                                     "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": progress.epoch - 1,
-                                    "partial": asdict(progress), "history": history, "best": best, **meta})
+                                    "partial": asdict(progress), "history": history, "best": best, **meta,
+                                    **({"ema": ema.state()} if ema else {})})
         clock.saved = time.perf_counter()
 
     stopped_early = False
@@ -371,7 +388,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         t0 = time.perf_counter()
         desc = f"epoch {epoch + 1}/{cfg.epochs}" if cfg.progress else None
         size = cfg.low_res if epoch < cfg.low_res_epochs else None  # validation always runs at the full size
-        if not _train_epoch(model, train_dl, opt, scaler, recipe, device, precision, part, clock, save_last, desc, size):
+        if not _train_epoch(model, train_dl, opt, scaler, recipe, device, precision, part, clock, save_last, desc, size, ema):
             print(f"time budget of {cfg.max_minutes} min reached at epoch {epoch + 1}, batch {part.batches}; checkpointed, continue with --resume", flush=True)
             break
         train_loss, train_dice = part.loss_sum / max(part.batches, 1), part.dice_sum / max(part.batches, 1)
@@ -379,23 +396,35 @@ def train(cfg: TrainConfig) -> TrainResult:
             raise LightsegError(f"training diverged at epoch {epoch + 1} (loss {train_loss}); lower --lr")
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        val = evaluate_model(model, val_dl, device=device, precision=precision)
+        candidates = _candidates(model, ema)
+        vals = {kind: evaluate_model(m, val_dl, device=device, precision=precision) for kind, m in candidates.items()}
+        val = vals["trained"]
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_dice": train_dice,
-               "val_mdice": val["mdice"], "val_miou": val["miou"], "val_dice_star": val["dice_star"], "seconds": round(time.perf_counter() - t0, 1),
-               "device": device.type, "precision": precision.value, "train_size": size or pre.size[0]}
+               "val_mdice": val["mdice"], "val_miou": val["miou"], "val_dice_star": val["dice_star"],
+               **({"val_mdice_ema": vals["ema"]["mdice"], "val_miou_ema": vals["ema"]["miou"]} if ema else {}),
+               "seconds": round(time.perf_counter() - t0, 1), "device": device.type, "precision": precision.value, "train_size": size or pre.size[0]}
         history.append(row)
-        improved = val["mdice"] > best["mdice"]
+        winner = max(vals, key=lambda kind: vals[kind]["mdice"])  # the trained weights on a tie
+        improved = vals[winner]["mdice"] > best["mdice"]
         if improved:
-            best = {"epoch": epoch, "mdice": val["mdice"], "val": val}
-            save_checkpoint(best_path, {"model": _cpu(model.state_dict()), "epoch": epoch, "val": val, **meta})
+            best = {"epoch": epoch, "mdice": vals[winner]["mdice"], "val": vals[winner], "weights": winner}
+            save_checkpoint(best_path, {"model": _cpu(candidates[winner].state_dict()), "epoch": epoch, "val": vals[winner],
+                                        "weights": winner, **meta})
         save_last(_Progress(epoch + 1))
         _write_logs(out, history)
+        averaged = f"EMA val mDice {vals['ema']['mdice']:.4f}  " if ema else ""
+        mark = "" if not improved else "*best*" if ema is None else f"*best: {winner}*"
         print(f"epoch {epoch + 1}/{cfg.epochs}  loss {train_loss:.4f}  train Dice {train_dice:.4f}  val mDice {val['mdice']:.4f}  "
-              f"val mIoU {val['miou']:.4f}  lr {lr:.2e}  {row['seconds']:.0f}s  {'*best*' if improved else ''}", flush=True)
+              f"val mIoU {val['miou']:.4f}  {averaged}lr {lr:.2e}  {row['seconds']:.0f}s  {mark}", flush=True)
         if clock.out_of_time() and epoch + 1 < cfg.epochs:
             print(f"time budget of {cfg.max_minutes} min reached after epoch {epoch + 1}; continue with --resume", flush=True)
             break
     return TrainResult(best["epoch"] + 1, best.get("val", {}), len(history), stopped_early, best_path, out)
+
+
+def _candidates(model, ema: Optional[WeightEMA]) -> Dict[str, torch.nn.Module]:
+    """The weights validated each epoch: the trained ones, and with --ema their moving average."""
+    return {"trained": model, **({"ema": ema.module} if ema else {})}
 
 
 def _cpu(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

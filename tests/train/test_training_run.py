@@ -111,7 +111,8 @@ def test_a_second_run_never_replaces_the_first(sample_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "-1"), ("--lr", "0"), ("--img-size", "x"),
-                                        ("--workers", "-2"), ("--max-minutes", "-1"), ("--checkpoint-minutes", "0")])
+                                        ("--workers", "-2"), ("--max-minutes", "-1"), ("--checkpoint-minutes", "0"),
+                                        ("--ema", "1"), ("--ema", "nan")])
 def test_bad_numbers_exit_2_naming_the_flag(sample_dir, tmp_path, flag, value, capsys):
     with pytest.raises(SystemExit) as exc:
         train_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--out", str(tmp_path), flag, value])
