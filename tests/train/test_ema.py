@@ -112,6 +112,10 @@ def test_an_interrupted_run_resumes_its_average_and_a_run_without_one_starts_it(
     c = torch.load(tmp_path / "c" / "last.pt", weights_only=True)
     assert c["ema"]["updates"] == 2 and "val_mdice_ema" not in c["history"][0] and "val_mdice_ema" in c["history"][1]
 
+    assert train_cli.main(_args(sample_dir, tmp_path / "c", "--epochs", "3", "--resume")) == 0  # --ema left out
+    assert "ema: the run's weight average is dropped (no --ema)" in capsys.readouterr().out
+    assert "ema" not in torch.load(tmp_path / "c" / "last.pt", weights_only=True)
+
 
 def test_compacted_average_resumes_close_to_the_original(sample_dir, tmp_path):
     path = tmp_path / "last.pt"
