@@ -9,9 +9,11 @@ recipe's optimiser step) on batches of real ISIC images, for these variants:
 - ``bf16@256``: ``torch.autocast(cpu, bfloat16)``, what ``lightseg-train --precision bf16`` does;
 - ``fp32@128`` / ``bf16@128``: the early epochs of ``lightseg-train --progressive 128:N`` (batches area-downscaled);
 - ``fp32@256 channels_last``: model and input in channels_last memory format;
-- ``fp32@256 literal``, ``fp32@128 literal``: models whose training forward computes a layer in a cheaper order than
-  the released code (LMSAUnet's decoders squeeze before they upsample) run in the released order instead, to show
-  what the reordering saves. Not in the default ``--variants``; for other models it is the plain variant;
+- ``fp32@256 literal``, ``fp32@128 literal``: models whose training forward computes layers in a cheaper order than
+  the released code (LMSAUnet's decoders squeeze before they upsample, and its ECDF cascades run both channel halves
+  in one depthwise convolution) run in the released order instead, to show what the reordering saves;
+  ``fp32@256 unpaired``, ``fp32@128 unpaired``: only the cascades in the released order (one convolution per half).
+  Not in the default ``--variants``; for other models they are the plain variant;
 - ``fp32@256 malloc-default``, ``fp32@128 malloc-default``: glibc's malloc as it comes, returning large freed blocks to
   the system, where every other variant keeps them for reuse as ``lightseg-train`` does
   (``lightseg_edge.train.allocator``), to show what that saves. Not in the default ``--variants``; the table's page
@@ -58,13 +60,15 @@ VARIANTS = {
     "fp32@256 channels_last": dict(size=256, bf16=False, channels_last=True),
     "fp32@256 literal": dict(size=256, bf16=False, literal=True),
     "fp32@128 literal": dict(size=128, bf16=False, literal=True),
+    "fp32@256 unpaired": dict(size=256, bf16=False, unpaired=True),
+    "fp32@128 unpaired": dict(size=128, bf16=False, unpaired=True),
     "fp32@256 malloc-default": dict(size=256, bf16=False, malloc_default=True),
     "fp32@128 malloc-default": dict(size=128, bf16=False, malloc_default=True),
     "fp32@256 compile": dict(size=256, bf16=False, compile=True),
     "bf16@256 compile": dict(size=256, bf16=True, compile=True),
     "bf16@128 compile": dict(size=128, bf16=True, compile=True),
 }
-DEFAULT_VARIANTS = [v for v, how in VARIANTS.items() if not how.get("compile") and not how.get("literal") and not how.get("malloc_default")]
+DEFAULT_VARIANTS = [v for v, how in VARIANTS.items() if not how.keys() & {"compile", "literal", "unpaired", "malloc_default"}]
 
 
 def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -118,9 +122,11 @@ class _Runner:
         self.model = keep_dilated_convs_fp32(create_model(self.model_name).train(), torch.device("cpu"), precision)
         if self.cl:
             self.model = self.model.to(memory_format=torch.channels_last)
-        for m in self.model.modules() if v.get("literal") else ():
-            if hasattr(m, "squeeze_first"):
+        for m in self.model.modules():  # the released order of each reordered layer
+            if v.get("literal") and hasattr(m, "squeeze_first"):
                 m.squeeze_first = False
+            if (v.get("literal") or v.get("unpaired")) and hasattr(m, "pair_below"):
+                m.pair_below = 0
         self.forward_train = torch.compile(self.model.forward_train) if v.get("compile") else self.model.forward_train
         self.opt = _optimizer(self.recipe.optimizer, self.model.parameters(), self.recipe.lr, self.recipe.weight_decay)
 

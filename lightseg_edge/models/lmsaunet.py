@@ -100,6 +100,11 @@ class ECDF(nn.Module):
     never occurs in this network and is left out.
     """
 
+    #: Run each cascade unit on both halves in one depthwise convolution with the batch folded into the channels
+    #: (``_depthwise_pair``) while a half has fewer than this many channels. The same function, gradients and
+    #: BatchNorm statistics; 0 runs one convolution per half, as released.
+    pair_below = 8
+
     def __init__(self, c_in: int, c_out: int, n: int) -> None:
         super().__init__()
         if n < 2 or n % 2 or c_out % (2 * n):
@@ -116,13 +121,26 @@ class ECDF(nn.Module):
 
     def tail(self, y: torch.Tensor) -> torch.Tensor:
         """Everything after the squeeze: the cascades, the expand conv and the attention."""
-        pieces = []
-        for h in (y[:, 0::2], y[:, 1::2]):
-            pieces.append(h)
-            for dw in self.cascade:  # BN runs (and in training updates its statistics) once per half, as released
-                h = dw(h)
-                pieces.append(h)
-        return self.attn(self.expand(torch.cat(pieces, 1)))
+        a, b = [y[:, 0::2]], [y[:, 1::2]]
+        for dw in self.cascade:  # BN runs (and in training updates its statistics) once per half, as released
+            if a[-1].shape[1] < self.pair_below:
+                pair = _depthwise_pair(dw, a[-1], b[-1])
+            else:
+                pair = dw(a[-1]), dw(b[-1])
+            a.append(pair[0])
+            b.append(pair[1])
+        return self.attn(self.expand(torch.cat(a + b, 1)))
+
+
+def _depthwise_pair(unit: _ConvBN, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``unit(a), unit(b)`` with one convolution: the halves stacked on the batch axis and folded into the channels,
+    so the shared kernel runs as a depthwise convolution over batch x channels (oneDNN's depthwise kernels are many
+    times faster than its convolution of a batch of 1- to 4-channel maps, backward above all:
+    ``benchmarks/train_speed.py``, variant ``unpaired``). BatchNorm then runs on each half, as released."""
+    n, c, h, w = a.shape
+    x = torch.cat([a, b]).view(1, 2 * n * c, h, w)
+    out = F.conv2d(x, unit.conv.weight.repeat(2 * n, 1, 1, 1), None, 1, unit.conv.padding, 1, 2 * n * c).view(2 * n, c, h, w)
+    return unit.act(unit.bn(out[:n])), unit.act(unit.bn(out[n:]))
 
 
 class _DecoderStage(nn.Module):

@@ -25,3 +25,12 @@ def test_train_speed_script_writes_its_tables(tmp_path, monkeypatch, sample_dir)
     assert default["memory"] == "memory: glibc's default allocator" and kept["memory"].startswith("memory: ")
     md = (tmp_path / "train_speed.md").read_text()
     assert "| malunet | fp32@128 malloc-default |" in md and "fp32@128 malloc-default: memory: glibc's default allocator." in md
+
+
+@pytest.mark.parametrize("variant,squeeze_first,pair_below", [("fp32@128", True, 8), ("fp32@128 unpaired", True, 0),
+                                                              ("fp32@128 literal", False, 0)])
+def test_reordering_variants_put_back_the_released_order(variant, squeeze_first, pair_below):
+    runner = runpy.run_path(str(SCRIPT))["_Runner"]("lmsaunet_n32", variant)
+    modules = list(runner.model.modules())
+    assert {m.squeeze_first for m in modules if hasattr(m, "squeeze_first")} == {squeeze_first}
+    assert {m.pair_below for m in modules if hasattr(m, "pair_below")} == {pair_below}

@@ -1,8 +1,10 @@
 """LMSAUnet specifics the registry-wide tests do not see: the exact bicubic rewrite, the deploy rewrites (BN folding,
-slice removal, squeeze-before-upsample, attention reductions) and the released ECDF/attention details."""
+slice removal, squeeze-before-upsample, attention reductions), the training form's cheaper orders and the
+released ECDF/attention details."""
 
 from __future__ import annotations
 
+import copy
 import io
 
 import pytest
@@ -119,6 +121,31 @@ def test_squeeze_first_decoder_computes_the_released_order(n, train):
         assert (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
     for name, g in ref_p.items():
         assert (got_p[name] - g).abs().max().item() <= 1e-4 * max(1.0, g.abs().max().item()), name
+
+
+@pytest.mark.parametrize("n", [4, 8, 32])
+def test_paired_depthwise_cascade_computes_the_released_calls(n):
+    """Both halves through one depthwise convolution (batch folded into channels) is the released per-half cascade:
+    the same output, gradients and BatchNorm running statistics (each BatchNorm still sees one half at a time)."""
+    torch.manual_seed(n)
+    x, base = torch.randn(3, 32, 12, 10), _randomize(ECDF(32, 64, n), seed=n).train()
+    results = []
+    for pair_below in (0, 1_000):
+        block = copy.deepcopy(base)
+        block.pair_below = pair_below
+        inp = x.clone().requires_grad_()
+        out = block(inp)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append((out.detach(), inp.grad, {k: v.grad.clone() for k, v in block.named_parameters()},
+                        {k: v.clone() for k, v in block.named_buffers()}))
+    (ref, ref_in, ref_p, ref_b), (got, got_in, got_p, got_b) = results
+    assert ref.abs().max() > 0.5 and (got - ref).abs().max().item() < 1e-5
+    assert (got_in - ref_in).abs().max().item() <= 1e-4 * max(1.0, ref_in.abs().max().item())
+    for name, g in ref_p.items():
+        assert (got_p[name] - g).abs().max().item() <= 1e-4 * max(1.0, g.abs().max().item()), name
+    for name, v in ref_b.items():
+        torch.testing.assert_close(got_b[name], v, rtol=1e-5, atol=1e-6, msg=name)
+    assert ref_b["cascade.0.bn.num_batches_tracked"].item() == 2  # once per half, in both
 
 
 def test_deploy_export_has_no_resize_and_no_channel_slices():
