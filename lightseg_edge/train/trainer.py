@@ -26,8 +26,8 @@ from ..models import create_model, get_model_config
 from ..models._weights import fit_summary, load_weights, pretrained_path
 from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
-from .ema import WeightEMA, check_decay
 from .device import autocast, keep_dilated_convs_fp32, resolve_device, resolve_precision
+from .ema import WeightEMA, check_decay
 from .losses import LOSSES, group_loss
 from ..metrics import MetricAccumulator
 from .recipes import recipe_for
