@@ -138,8 +138,8 @@ def _depthwise_pair(unit: _ConvBN, a: torch.Tensor, b: torch.Tensor) -> tuple[to
     times faster than its convolution of a batch of 1- to 4-channel maps, backward above all:
     ``benchmarks/train_speed.py``, variant ``unpaired``). BatchNorm then runs on each half, as released."""
     n, c, h, w = a.shape
-    x = torch.cat([a, b]).view(1, 2 * n * c, h, w)
-    out = F.conv2d(x, unit.conv.weight.repeat(2 * n, 1, 1, 1), None, 1, unit.conv.padding, 1, 2 * n * c).view(2 * n, c, h, w)
+    x = torch.cat([a, b]).reshape(1, 2 * n * c, h, w)  # reshape: a channels_last batch is not a view of this shape
+    out = F.conv2d(x, unit.conv.weight.repeat(2 * n, 1, 1, 1), None, 1, unit.conv.padding, 1, 2 * n * c).reshape(2 * n, c, h, w)
     return unit.act(unit.bn(out[:n])), unit.act(unit.bn(out[n:]))
 
 

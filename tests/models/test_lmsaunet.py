@@ -124,14 +124,15 @@ def test_squeeze_first_decoder_computes_the_released_order(n, train):
 
 
 @pytest.mark.parametrize("n", [4, 8, 32])
-def test_paired_depthwise_cascade_computes_the_released_calls(n):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_paired_depthwise_cascade_computes_the_released_calls(n, layout):
     """Both halves through one depthwise convolution (batch folded into channels) is the released per-half cascade:
     the same output, gradients and BatchNorm running statistics (each BatchNorm still sees one half at a time)."""
     torch.manual_seed(n)
-    x, base = torch.randn(3, 32, 12, 10), _randomize(ECDF(32, 64, n), seed=n).train()
+    x, base = torch.randn(3, 32, 12, 10).contiguous(memory_format=layout), _randomize(ECDF(32, 64, n), seed=n).train()
     results = []
     for pair_below in (0, 1_000):
-        block = copy.deepcopy(base)
+        block = copy.deepcopy(base).to(memory_format=layout)
         block.pair_below = pair_below
         inp = x.clone().requires_grad_()
         out = block(inp)
@@ -139,10 +140,13 @@ def test_paired_depthwise_cascade_computes_the_released_calls(n):
         results.append((out.detach(), inp.grad, {k: v.grad.clone() for k, v in block.named_parameters()},
                         {k: v.clone() for k, v in block.named_buffers()}))
     (ref, ref_in, ref_p, ref_b), (got, got_in, got_p, got_b) = results
+    # channels_last kernels sum in other orders: N=32's chain of 15 BatchNorms takes the released per-half path's own
+    # gradients 1.3e-4 (of a 1.6 scale) away from the contiguous layout's, so its round-off bound is wider
+    rtol = 1e-4 if layout is torch.contiguous_format else 5e-4
     assert ref.abs().max() > 0.5 and (got - ref).abs().max().item() < 1e-5
-    assert (got_in - ref_in).abs().max().item() <= 1e-4 * max(1.0, ref_in.abs().max().item())
+    assert (got_in - ref_in).abs().max().item() <= rtol * max(1.0, ref_in.abs().max().item())
     for name, g in ref_p.items():
-        assert (got_p[name] - g).abs().max().item() <= 1e-4 * max(1.0, g.abs().max().item()), name
+        assert (got_p[name] - g).abs().max().item() <= rtol * max(1.0, g.abs().max().item()), name
     for name, v in ref_b.items():
         torch.testing.assert_close(got_b[name], v, rtol=1e-5, atol=1e-6, msg=name)
     assert ref_b["cascade.0.bn.num_batches_tracked"].item() == 2  # once per half, in both
