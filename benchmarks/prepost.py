@@ -10,7 +10,10 @@ here) and times, with ONNX Runtime on
 - ``predict``: uint8 RGB in, uint8 mask at the image's size out (resize, per-channel lookup-table normalisation,
   inference, logits resized and compared with logit(threshold));
 - ``predict (float path)``: the same through the previous float implementation (normalise every pixel in float32,
-  sigmoid over the full-size logits, then threshold), kept here as the reference.
+  sigmoid over the full-size logits, then threshold), kept here as the reference;
+- ``predict (band 1e-3)``: ``predict`` with the earlier fixed band of 1e-3 logits around logit(threshold) instead of
+  ``transforms.logit_band``'s float32-derived one (a few millionths at 0.5): on most 512x512 lesion images some
+  resized logits fall inside the wide band, and those calls take the slower exact path.
 - a new image each call: ``infer`` and ``predict``, each after decoding a fresh copy of the image from JPEG
   (untimed), as an application's loop over files does. A new image is allocated and the previous one freed between
   calls, which changes what malloc hands the call (a tight loop over one image can hide page faults). They run in
@@ -18,7 +21,7 @@ here) and times, with ONNX Runtime on
   scratch plane the resized logits go into (``--no-scratch``: a fresh array per call, as before it existed), two
   processes each; the minor page faults per call are counted after the timing.
 
-Rounds are interleaved (A B C, then C B A, ...); a figure is the median of its rounds' medians. The two predict paths
+Rounds are interleaved (A B C, then C B A, ...); a figure is the median of its rounds' medians. The predict paths
 must give identical masks, which the script checks.
 
 Where the overhead goes: ``pre`` (resize + normalise) and ``post`` (logits to mask) are also timed alone, back to back
@@ -31,6 +34,7 @@ Writes ``prepost.json`` and ``prepost.md`` into ``--out``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -41,7 +45,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
@@ -67,6 +71,36 @@ def _float_path(predictor, image: np.ndarray, threshold: float = 0.5) -> np.ndar
     cfg = predictor.preprocess_config
     batch = normalize_per_pixel(resize_image(image, cfg.size), cfg)[None]
     return proba_to_mask(logits_to_proba(predictor.infer(batch)[0], image.shape[:2]), threshold)
+
+
+def _wide(m: Dict[str, Any]) -> str:
+    return f"{m['wide_band_over_infer']:.2f}" if "wide_band_over_infer" in m else "-"  # results taken before the variant
+
+
+@contextlib.contextmanager
+def _wide_band() -> Iterator[None]:
+    """The earlier band, 1e-3 x max(1, |logit(threshold)|), in place of ``transforms.logit_band`` (same masks, more
+    calls on the exact path)."""
+    from lightseg_edge.data import transforms
+
+    band = transforms.logit_band
+    transforms.logit_band = lambda t: (band(t)[0], 1e-3 * max(1.0, abs(band(t)[0])))
+    try:
+        yield
+    finally:
+        transforms.logit_band = band
+
+
+def _wide_band_predict(predictor, image: np.ndarray) -> np.ndarray:
+    with _wide_band():
+        return predictor.predict(image)
+
+
+def _wide_band_post(logits: np.ndarray, size, threshold: float) -> np.ndarray:
+    from lightseg_edge.data.transforms import logits_to_mask
+
+    with _wide_band():
+        return logits_to_mask(logits, size, threshold)
 
 
 def _decoder(image: np.ndarray):
@@ -142,26 +176,27 @@ def markdown(result: Dict[str, Any]) -> str:
     cpu = (result.get("environment") or {}).get("cpu")
     lines = [f"Created {result['created']}{'; ' + cpu if cpu else ''}; a real ISIC image resized to {args['size']}x{args['size']}, {args['threads']} threads, "
              f"{args['rounds']} interleaved rounds of {args['iters']} calls, median of round medians; ratios are medians of the per-round ratios.", "",
-             "| model | weights | infer ms | predict ms | predict / infer | new image each call: predict / infer | the same without the scratch plane | float path ms | float path / infer | masks identical | other processes' CPU share |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+             "| model | weights | infer ms | predict ms | predict / infer | new image each call: predict / infer | the same without the scratch plane | float path ms | float path / infer | band 1e-3 / infer | masks identical | other processes' CPU share |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for model, m in result["models"].items():
         med = m["median_ms"]
         share = "-" if m["other_cpu_share"] is None else f"{m['other_cpu_share']:.0%}"
         fresh = [f"{m['new_image'][k]['predict_over_infer']:.2f}" if "new_image" in m else "-" for k in ("scratch", "no scratch")]
         lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | {' | '.join(fresh)} | "
-                     f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {m['masks_identical']} | {share} |")
+                     f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {_wide(m)} | {m['masks_identical']} | {share} |")
     staged = {model: m for model, m in result["models"].items() if "stages_ms" in m}
     if staged:
         lines += ["", "Where the overhead goes (ms): each stage alone (back to back, its data cached) and inside a pre -> infer -> post loop; "
                   "minor page faults per call with a new image decoded before each call.", "",
-                  "| model | pre alone | pre in loop | infer in loop | post alone | post in loop | page faults: infer | predict | predict without the scratch plane |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| model | pre alone | pre in loop | infer in loop | post alone | post alone / with band 1e-3 | post in loop | page faults: infer | predict | predict without the scratch plane |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for model, m in staged.items():
             med, st, app = m["median_ms"], m["stages_ms"], m.get("new_image") or {}
             pf = [(app.get(setting) or {}).get("page_faults_per_call", {}).get(k) for setting, k in
                   (("scratch", "infer"), ("scratch", "predict"), ("no scratch", "predict"))]
             faults = " | ".join("-" if f is None else f"{f:.0f}" for f in pf)
-            lines.append(f"| {model} | {med['pre']:.3f} | {st['pre']:.3f} | {st['infer']:.2f} | {med['post']:.3f} | {st['post']:.3f} | {faults} |")
+            band = f"{m['post_over_wide_band_post']:.2f}" if "post_over_wide_band_post" in m else "-"
+            lines.append(f"| {model} | {med['pre']:.3f} | {st['pre']:.3f} | {st['infer']:.2f} | {med['post']:.3f} | {band} | {st['post']:.3f} | {faults} |")
     return "\n".join(lines) + "\n"
 
 
@@ -221,12 +256,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             for model in [m for m in args.models.split(",") if m]:
                 pred, weights = _predictor(model, Path(work), args.threads)
                 batch = preprocess_batch([image], pred.preprocess_config)
-                same = bool(np.array_equal(pred.predict(image), _float_path(pred, image)))
+                same = bool(np.array_equal(pred.predict(image), _float_path(pred, image))
+                            and np.array_equal(pred.predict(image), _wide_band_predict(pred, image)))
                 logits = pred.infer(batch)
                 variants = {"infer": lambda: pred.infer(batch), "predict": lambda: pred.predict(image),
                             "predict (float path)": lambda: _float_path(pred, image),
+                            "predict (band 1e-3)": lambda: _wide_band_predict(pred, image),
                             "pre": lambda: preprocess_batch([image], pred.preprocess_config),
-                            "post": lambda: logits_to_mask(logits[0], image.shape[:2], pred.threshold)}
+                            "post": lambda: logits_to_mask(logits[0], image.shape[:2], pred.threshold),
+                            "post (band 1e-3)": lambda: _wide_band_post(logits[0], image.shape[:2], pred.threshold)}
                 before = snapshot()
                 rounds = interleaved_rounds(variants, args.rounds, args.iters, warmup=5)
                 load = load_between(before, snapshot())
@@ -238,6 +276,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                            # ratio survives this VM's switches between speeds, which medians do not
                                            "predict_over_infer": _paired(rounds, "predict"),
                                            "float_path_over_infer": _paired(rounds, "predict (float path)"),
+                                           "wide_band_over_infer": _paired(rounds, "predict (band 1e-3)"),
+                                           "post_over_wide_band_post": _paired(rounds, "post", "post (band 1e-3)"),
                                            "new_image": app, "stages_ms": stages,
                                            "loadavg": load["loadavg_before"], "other_cpu_share": load["other_cpu_share"]}
                 pred.close()

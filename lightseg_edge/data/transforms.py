@@ -165,6 +165,20 @@ def proba_to_mask(proba: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     return (proba >= threshold).astype(np.uint8)
 
 
+def logit_band(threshold: float) -> Tuple[float, float]:
+    """(logit(threshold), half-width of the band around it in which float32 rounding can decide differently).
+
+    Outside the band the float32 sigmoid is on the same side of the threshold as the exact one: the band spans 16
+    float32 steps of the probability at the threshold (the sigmoid's float32 error, NumPy's exp included, is a few
+    steps), mapped to logits through the sigmoid's slope t(1 - t), plus 4 float32 steps of the logit itself. Near
+    0.5 that is a few millionths; near 1, where float32 probabilities are coarse, it is wide (about 10 for
+    1 - 1e-7), so the mask still equals the one cut from float32 probabilities."""
+    t = float(threshold)
+    cut = float(np.log(t) - np.log1p(-t))
+    band = 16 * float(np.spacing(np.float32(t))) / (t * (1.0 - t)) + 4 * float(np.spacing(np.float32(abs(cut))))
+    return cut, band
+
+
 def logits_to_mask(logits: np.ndarray, out_size: Tuple[int, int], threshold: float = 0.5) -> np.ndarray:
     """``proba_to_mask(logits_to_proba(logits, out_size), threshold)``, bit for bit, without a full-size sigmoid.
 
@@ -173,8 +187,7 @@ def logits_to_mask(logits: np.ndarray, out_size: Tuple[int, int], threshold: flo
     lg = _resized_logits(logits, out_size)
     if not 0.0 < threshold < 1.0:
         return proba_to_mask(sigmoid(lg), threshold)
-    cut = float(np.log(threshold) - np.log1p(-threshold))
-    band = 1e-3 * max(1.0, abs(cut))
+    cut, band = logit_band(threshold)
     # Two comparisons bracket the band. When no logit falls inside it (the usual case), both give the mask; a bool
     # array viewed as uint8 is the 0/1 mask itself, with no conversion pass.
     above = lg > np.float32(cut + band)

@@ -88,15 +88,17 @@ def test_lookup_normalisation_is_bit_identical_on_real_images(sample_dir, mode):
         np.testing.assert_array_equal(x, normalize_per_pixel(im, cfg))
 
 
-@pytest.mark.parametrize("threshold", [0.0, 1e-6, 0.3, 0.5, 0.9, 1 - 1e-6, 1.0])
+@pytest.mark.parametrize("threshold", [0.0, 1e-7, 1e-6, 0.3, 0.5, 0.9, 0.999, 1 - 1e-6, 1 - 1e-7, 1.0])
 def test_mask_from_logits_is_bit_identical_to_the_sigmoid_path(threshold):
     from lightseg_edge.data.transforms import logits_to_mask
 
     rng = np.random.default_rng(0)
     cut = np.float32(np.log(threshold / (1 - threshold))) if 0 < threshold < 1 else np.float32(0)
-    # logits spread widely, plus values at and one float step either side of the cut, where rounding decides
+    # logits spread widely, many close to the cut (near 1 float32 probabilities are too coarse to resolve it), and
+    # values at and one float step either side of it, where rounding decides
     edge = np.array([cut, np.nextafter(cut, np.float32(-np.inf)), np.nextafter(cut, np.float32(np.inf))], np.float32)
-    lg = np.concatenate([rng.normal(0, 8, 64 * 64 - 3).astype(np.float32), edge]).reshape(1, 64, 64)
+    near = cut + rng.normal(0, 0.05 * max(1.0, abs(float(cut))), 32 * 64)
+    lg = np.concatenate([rng.normal(0, 8, 32 * 64 - 3), near, edge]).astype(np.float32).reshape(1, 64, 64)
     # tiny sizes too: OpenCV reads an array of up to four values as a scalar (a 1x1 image once crashed the fast path)
     for size in ((64, 64), (97, 131), (1, 1), (1, 4), (4, 1), (2, 2), (1, 5), (3, 2)):
         np.testing.assert_array_equal(logits_to_mask(lg, size, threshold), proba_to_mask(logits_to_proba(lg, size), threshold))
@@ -141,3 +143,15 @@ def test_scratch_is_per_thread():
         masks = list(pool.map(lambda job: logits_to_mask(*job), jobs))
     for (lg, size), mask in zip(jobs, masks):
         np.testing.assert_array_equal(mask, _reference_mask(lg, size))
+
+
+@pytest.mark.parametrize("threshold", [1e-6, 0.01, 0.3, 0.5, 0.9, 0.999, 0.99999, 1 - 1e-6, 1 - 1e-7])
+def test_logit_band_holds_every_float32_disagreement_with_room_to_spare(threshold):
+    """Where the float32 sigmoid and the exact logit comparison disagree, the logit lies well inside the band."""
+    from lightseg_edge.data.transforms import logit_band
+
+    cut, band = logit_band(threshold)
+    x = (cut + np.random.default_rng(3).uniform(-2, 2, 400_000) * band).astype(np.float32)
+    x = np.concatenate([x, np.float32(cut) + np.arange(-2000, 2001, dtype=np.float32) * np.spacing(np.float32(max(abs(cut), 1e-30)))])
+    flips = (sigmoid(x) >= threshold) != (x > cut)
+    assert np.abs(x[flips].astype(np.float64) - cut).max(initial=0.0) <= band / 4

@@ -579,7 +579,8 @@ def _cut(lg, threshold):
     if not 0.0 < threshold < 1.0:
         return (sigmoid(lg) >= threshold).astype(np.uint8)
     cut = float(np.log(threshold) - np.log1p(-threshold))
-    band = 1e-3 * max(1.0, abs(cut))
+    # 16 float32 steps of the probability at the threshold, as logits, plus 4 steps of the logit (logit_band)
+    band = 16 * float(np.spacing(np.float32(threshold))) / (threshold * (1.0 - threshold)) + 4 * float(np.spacing(np.float32(abs(cut))))
     mask = (lg >= cut).astype(np.uint8)
     near = np.abs(lg - np.float32(cut)) <= band
     if near.any():
