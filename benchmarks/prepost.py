@@ -12,8 +12,9 @@ here) and times, with ONNX Runtime on
 - ``predict (float path)``: the same through the previous float implementation (normalise every pixel in float32,
   sigmoid over the full-size logits, then threshold), kept here as the reference;
 - ``predict (band 1e-3)``: ``predict`` with the earlier fixed band of 1e-3 logits around logit(threshold) instead of
-  ``transforms.logit_band``'s float32-derived one (a few millionths at 0.5): on most 512x512 lesion images some
-  resized logits fall inside the wide band, and those calls take the slower exact path.
+  ``transforms.logit_band``'s float32-derived one (a few millionths at 0.5): where a lesion boundary puts some
+  resized logits inside the wide band, the call takes the slower exact path. ``post (band 1e-3)`` is the same for
+  the post-processing stage alone.
 - a new image each call: ``infer`` and ``predict``, each after decoding a fresh copy of the image from JPEG
   (untimed), as an application's loop over files does. A new image is allocated and the previous one freed between
   calls, which changes what malloc hands the call (a tight loop over one image can hide page faults). They run in
