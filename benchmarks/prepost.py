@@ -74,8 +74,8 @@ def _float_path(predictor, image: np.ndarray, threshold: float = 0.5) -> np.ndar
     return proba_to_mask(logits_to_proba(predictor.infer(batch)[0], image.shape[:2]), threshold)
 
 
-def _wide(m: Dict[str, Any]) -> str:
-    return f"{m['wide_band_over_infer']:.2f}" if "wide_band_over_infer" in m else "-"  # results taken before the variant
+def _ratio(m: Dict[str, Any], key: str) -> str:
+    return f"{m[key]:.2f}" if key in m else "-"  # results taken before the band variants have none
 
 
 @contextlib.contextmanager
@@ -92,16 +92,9 @@ def _wide_band() -> Iterator[None]:
         transforms.logit_band = band
 
 
-def _wide_band_predict(predictor, image: np.ndarray) -> np.ndarray:
+def _with_wide_band(fn, *args):
     with _wide_band():
-        return predictor.predict(image)
-
-
-def _wide_band_post(logits: np.ndarray, size, threshold: float) -> np.ndarray:
-    from lightseg_edge.data.transforms import logits_to_mask
-
-    with _wide_band():
-        return logits_to_mask(logits, size, threshold)
+        return fn(*args)
 
 
 def _decoder(image: np.ndarray):
@@ -184,7 +177,7 @@ def markdown(result: Dict[str, Any]) -> str:
         share = "-" if m["other_cpu_share"] is None else f"{m['other_cpu_share']:.0%}"
         fresh = [f"{m['new_image'][k]['predict_over_infer']:.2f}" if "new_image" in m else "-" for k in ("scratch", "no scratch")]
         lines.append(f"| {model} | {m['weights']} | {med['infer']:.2f} | {med['predict']:.2f} | {m['predict_over_infer']:.2f} | {' | '.join(fresh)} | "
-                     f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {_wide(m)} | {m['masks_identical']} | {share} |")
+                     f"{med['predict (float path)']:.2f} | {m['float_path_over_infer']:.2f} | {_ratio(m, 'wide_band_over_infer')} | {m['masks_identical']} | {share} |")
     staged = {model: m for model, m in result["models"].items() if "stages_ms" in m}
     if staged:
         lines += ["", "Where the overhead goes (ms): each stage alone (back to back, its data cached) and inside a pre -> infer -> post loop; "
@@ -196,8 +189,7 @@ def markdown(result: Dict[str, Any]) -> str:
             pf = [(app.get(setting) or {}).get("page_faults_per_call", {}).get(k) for setting, k in
                   (("scratch", "infer"), ("scratch", "predict"), ("no scratch", "predict"))]
             faults = " | ".join("-" if f is None else f"{f:.0f}" for f in pf)
-            band = f"{m['post_over_wide_band_post']:.2f}" if "post_over_wide_band_post" in m else "-"
-            lines.append(f"| {model} | {med['pre']:.3f} | {st['pre']:.3f} | {st['infer']:.2f} | {med['post']:.3f} | {band} | {st['post']:.3f} | {faults} |")
+            lines.append(f"| {model} | {med['pre']:.3f} | {st['pre']:.3f} | {st['infer']:.2f} | {med['post']:.3f} | {_ratio(m, 'post_over_wide_band_post')} | {st['post']:.3f} | {faults} |")
     return "\n".join(lines) + "\n"
 
 
@@ -257,15 +249,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             for model in [m for m in args.models.split(",") if m]:
                 pred, weights = _predictor(model, Path(work), args.threads)
                 batch = preprocess_batch([image], pred.preprocess_config)
-                same = bool(np.array_equal(pred.predict(image), _float_path(pred, image))
-                            and np.array_equal(pred.predict(image), _wide_band_predict(pred, image)))
+                mask = pred.predict(image)
+                same = bool(np.array_equal(mask, _float_path(pred, image))
+                            and np.array_equal(mask, _with_wide_band(pred.predict, image)))
                 logits = pred.infer(batch)
                 variants = {"infer": lambda: pred.infer(batch), "predict": lambda: pred.predict(image),
                             "predict (float path)": lambda: _float_path(pred, image),
-                            "predict (band 1e-3)": lambda: _wide_band_predict(pred, image),
+                            "predict (band 1e-3)": lambda: _with_wide_band(pred.predict, image),
                             "pre": lambda: preprocess_batch([image], pred.preprocess_config),
                             "post": lambda: logits_to_mask(logits[0], image.shape[:2], pred.threshold),
-                            "post (band 1e-3)": lambda: _wide_band_post(logits[0], image.shape[:2], pred.threshold)}
+                            "post (band 1e-3)": lambda: _with_wide_band(logits_to_mask, logits[0], image.shape[:2], pred.threshold)}
                 before = snapshot()
                 rounds = interleaved_rounds(variants, args.rounds, args.iters, warmup=5)
                 load = load_between(before, snapshot())

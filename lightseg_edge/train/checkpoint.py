@@ -36,28 +36,6 @@ def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
 COMMIT_LIMIT = 2 << 20  # compaction of resume state meant for a repository stops once it fits in this many bytes
 
 
-def compact(path: Union[str, Path], limit: int = COMMIT_LIMIT, steps: Sequence["Step"] = ()) -> str:
-    """Shrink a ``last.pt`` in place so it can be committed, one step of ``steps`` (default: all of ``STEPS``) at a
-    time until it fits in ``limit``: Adam's moments in bf16 (the optimiser casts them back to fp32 when it loads
-    them); the weight average (``--ema``) as its difference from the weights in bf16 (a rounding of about 0.4 % of that
-    small difference); the moments dropped (AdamW re-estimates them within a few hundred steps); last the weight
-    average dropped (a resumed ``--ema`` run restarts it from the weights and says so). Weights, scheduler, RNG and
-    progress stay exact. Returns what was done. A resumed run is then close to, not bit-identical with, an
-    uninterrupted one."""
-    path = Path(path)
-    ck = load_checkpoint(path)
-    if "optimizer" not in ck:
-        return "nothing to compact (weights only: a best.pt)"
-    done = []
-    for step in steps or STEPS:
-        if step.apply(ck):
-            save_checkpoint(path, {k: v for k, v in ck.items() if k != "format"})
-            done.append(step.what)
-        if path.stat().st_size <= limit:
-            break
-    return ", ".join(done) or "nothing to compact"
-
-
 def _moments_bf16(ck: Dict[str, Any]) -> bool:
     changed = False
     for slot in ck["optimizer"]["state"].values():
@@ -95,6 +73,28 @@ class Step:
 
 STEPS = (Step("optimiser moments in bf16", _moments_bf16), Step("weight average as a bf16 difference", _ema_delta),
          Step("optimiser moments dropped", _drop_moments), Step("weight average dropped", _drop_ema))
+
+
+def compact(path: Union[str, Path], limit: int = COMMIT_LIMIT, steps: Sequence[Step] = STEPS) -> str:
+    """Shrink a ``last.pt`` in place so it can be committed, one step of ``steps`` at a
+    time until it fits in ``limit``: Adam's moments in bf16 (the optimiser casts them back to fp32 when it loads
+    them); the weight average (``--ema``) as its difference from the weights in bf16 (a rounding of about 0.4 % of that
+    small difference); the moments dropped (AdamW re-estimates them within a few hundred steps); last the weight
+    average dropped (a resumed ``--ema`` run restarts it from the weights and says so). Weights, scheduler, RNG and
+    progress stay exact. Returns what was done. A resumed run is then close to, not bit-identical with, an
+    uninterrupted one."""
+    path = Path(path)
+    ck = load_checkpoint(path)
+    if "optimizer" not in ck:
+        return "nothing to compact (weights only: a best.pt)"
+    done = []
+    for step in steps:
+        if step.apply(ck):
+            save_checkpoint(path, {k: v for k, v in ck.items() if k != "format"})
+            done.append(step.what)
+        if path.stat().st_size <= limit:
+            break
+    return ", ".join(done) or "nothing to compact"
 
 
 def _run(argv: List[str]) -> int:
