@@ -72,6 +72,12 @@ run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 # Epochs 1-2 (trained / EMA): val mDice 0.8823 / 0.8852, 0.8872 / 0.8854 (the shipped weights: 0.8895).
 run --model ucmnet --out training/ucmnet --epochs 50 --init-weights pretrained --augment dermoscope --ema 0.998
 
+# LMSAUnet N=32 with the `dermoscope` augmentations, before LMSAUnet (N=8): its shipped weights, fine-tuned with
+# `robust` only, fail under a round field of view (test mean Dice 0.55, 182 of 514 images below 0.5;
+# benchmarks/results/robustness.md), far worse than N=8 (0.84). One 10-epoch cosine period at 256x256 from the
+# shipped weights with the weight average; ship with `ship --interpolate --select val-shifts` if it wins there.
+run --model lmsaunet_n32 --out training/lmsaunet_n32 --epochs 10 --precision auto --init-weights pretrained --augment dermoscope --ema 0.998
+
 # LMSAUnet again, after N=32 and UCM-Net (the shorter run first): its shipped weights lose 0.043 test mDice under a
 # round field of view (the shift the `dermoscope` augmentations target; benchmarks/results/robustness.md), so one
 # more cosine period of 15 epochs at 256x256 from them with `--augment dermoscope`, as the small models had, and the
