@@ -22,7 +22,8 @@ project's own commands, run on a quiet machine (pause any training first: ``kill
 - ``cpu-fast-path``: ``results/cpu_fast_path.json`` from ``python benchmarks/cpu_fast_path.py --out benchmarks/results``;
 - ``prepost``: ``results/prepost.json`` from ``python benchmarks/prepost.py --rounds 9 --out benchmarks/results``;
 - ``robustness``: ``results/robustness.json`` from ``python benchmarks/robustness.py --data DATA --out benchmarks/results``
-  (accuracy only: the machine's load does not matter).
+  (accuracy only: the machine's load does not matter);
+- ``tta``: ``results/tta.json`` from ``python benchmarks/tta.py --data DATA --out benchmarks/results`` (accuracy only).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ BLOCKS: Dict[str, Callable[[], str]] = {
     "triton-sweep": triton_sweep,
     "bench-table": bench_table, "cpu-targets": cpu_targets,
     "cpu-fast-path": _script_markdown("cpu_fast_path", "cpu_fast_path.json"), "prepost": _script_markdown("prepost", "prepost.json"),
-    "robustness": _script_markdown("robustness", "robustness.json"),
+    "robustness": _script_markdown("robustness", "robustness.json"), "tta": _script_markdown("tta", "tta.json"),
 }
 
 

@@ -44,7 +44,8 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _names(text: Optional[str], every: List[str], what: str) -> List[str]:
+def names_option(text: Optional[str], every: List[str], what: str) -> List[str]:
+    """The comma-separated names of ``--what`` (all of ``every`` when empty); an unknown one ends the script."""
     names = [n.strip() for n in text.split(",") if n.strip()] if text else every
     unknown = [n for n in names if n not in every]
     if unknown:
@@ -119,7 +120,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise SystemExit("error: no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
     import torch
 
-    from lightseg_edge.bench.report import atomic_write
     from lightseg_edge.data.dataset import subset
     from lightseg_edge.data.layouts import describe_data, detect_layout, list_samples
     from lightseg_edge.data.shifts import SHIFTS
@@ -127,8 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from lightseg_edge.models._weights import has_pretrained
     from lightseg_edge.train.allocator import keep_freed_memory
 
-    models = _names(args.models, [m for m in list_models() if has_pretrained(m)], "models")
-    shifts = _names(args.shifts, list(SHIFTS), "shifts")
+    models = names_option(args.models, [m for m in list_models() if has_pretrained(m)], "models")
+    shifts = names_option(args.shifts, list(SHIFTS), "shifts")
     if "none" not in shifts:
         shifts.insert(0, "none")  # every change is against the unshifted images
     torch.set_num_threads(args.threads)
@@ -145,12 +145,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out)
     if args.merge:
         result = _merged(result, out / "robustness.json")
-    text = TITLE + markdown(result)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "robustness.json", (json.dumps(result, indent=2) + "\n").encode())
-    atomic_write(out / "robustness.md", text.encode())
-    print(text)
+    write_results(out, "robustness", result, TITLE + markdown(result))
     return 0
+
+
+def write_results(out: Path, stem: str, result: Dict[str, Any], text: str) -> None:
+    """``out/STEM.json`` and ``out/STEM.md``, each written atomically, and the Markdown on stdout."""
+    from lightseg_edge.bench.report import atomic_write
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / f"{stem}.json", (json.dumps(result, indent=2) + "\n").encode())
+    atomic_write(out / f"{stem}.md", text.encode())
+    print(text)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,15 @@ class DeployForm(str, Enum):
     COREML = "coreml"
 
 
+class TTA(str, Enum):
+    """Test-time augmentation of a predictor (``load_predictor(..., tta=)``, ``--tta``): ``FLIPS`` runs the network on
+    the input, its horizontal, vertical and double flip, flips each result back and averages the logits (4 passes).
+    A lesion has no preferred orientation in a dermoscopy image, so the four views are equally valid inputs."""
+
+    NONE = "none"
+    FLIPS = "flips"
+
+
 # Normalisation modes, by what the paper's released pipeline feeds its network.
 NORMALIZE_MODES = ("minmax", "scale", "meanstd", "raw")
 # The largest network input side accepted anywhere (--img-size, a manifest's or checkpoint's preprocessing): 16x the

@@ -11,6 +11,7 @@ from typing import List, Optional, Tuple
 
 from .._progress import progress_bar
 from ..data.shifts import get_shift, shift_names
+from ..types import TTA
 from ._common import (batch_size, check_model, default_data_dir, existing_dir, existing_file, img_size, output_dir, positive_int, probability,
                       run_cli, thread_count)
 
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", default="none", choices=shift_names(),
                    help="evaluate under a fixed acquisition shift (darker, colour cast, blur, lower resolution, JPEG, "
                         "another scale, a round field of view): a robustness check on the same images")
+    p.add_argument("--tta", default="none", choices=[t.value for t in TTA],
+                   help="test-time augmentation: 'flips' averages the logits over the image and its three flips (4 passes)")
     p.add_argument("--out", type=output_dir, help="write metrics.json, per_image.csv and overlays/ here")
     p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
                    help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")
@@ -139,13 +142,14 @@ def _run(argv: List[str]) -> int:
     ds = SegmentationDataset(samples, pre, progress=progress).with_shift(shift)
     acc = MetricAccumulator()
     with progress_bar(len(ds), "eval", enabled=progress) as bar:
-        for pred, gt in predict_masks(model, DataLoader(ds, batch_size=args.batch_size), args.threshold):
+        for pred, gt in predict_masks(model, DataLoader(ds, batch_size=args.batch_size), args.threshold, tta=TTA(args.tta)):
             acc.update(pred, gt)
             bar.update(1)
     metrics = acc.compute()
     report = {"model": args.model, "weights": str(weights), "weights_sha256": sha256_file(weights), "data": str(args.data),
-              "split": args.split, "shift": args.shift, "threshold": args.threshold, "resolution": list(pre.size), "metrics": metrics}
-    shifted = "" if args.shift == "none" else f", shift {args.shift}"
+              "split": args.split, "shift": args.shift, "threshold": args.threshold, "tta": args.tta, "resolution": list(pre.size),
+              "metrics": metrics}
+    shifted = ("" if args.shift == "none" else f", shift {args.shift}") + ("" if args.tta == "none" else f", TTA {args.tta}")
     print(f"{args.model} on {args.split} ({metrics['images']} images, {pre.size[0]}x{pre.size[1]}{shifted}):")
     for k in ("mdice", "miou", "dice_star", "iou_star", "accuracy", "sensitivity", "specificity", "fwiou"):
         print(f"  {k:12s} {metrics[k]:.4f}")
@@ -158,7 +162,7 @@ def _run(argv: List[str]) -> int:
         if args.overlays:
             # Through the predictor, as lightseg-predict runs it: its deploy() form (after the metrics: some models'
             # deploy() changes them in place) and its post-processing at each image's own size.
-            with PyTorchPredictor(model, preprocess=pre, device="cpu", threshold=args.threshold, source=args.model) as predictor:
+            with PyTorchPredictor(model, preprocess=pre, device="cpu", threshold=args.threshold, source=args.model, tta=args.tta) as predictor:
                 _write_overlays(make_dir(out / "overlays", "--out"), _chosen(acc, args.overlays), samples, predictor, progress)
         print(f"wrote {out / 'metrics.json'}")
     return 0

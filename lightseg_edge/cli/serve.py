@@ -22,7 +22,7 @@ import sys
 from typing import List, Optional
 
 from ..runtimes.registry import alias_table, known_suffixes, runtime_names
-from ..types import PRECISION_NAMES
+from ..types import PRECISION_NAMES, TTA
 from ._common import _number, non_negative_int, probability, run_cli
 
 port_number = _number(int, 0, False, "a port number in 1..65535", high=65535)
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available for the runtime)")
     p.add_argument("--model", help="registry model name, for checkpoints that do not record it")
     p.add_argument("--threshold", type=probability, help="probability threshold for MASK (default: the predictor's, 0.5)")
+    p.add_argument("--tta", default="none", choices=[t.value for t in TTA],
+                   help="test-time augmentation: 'flips' averages the logits over the image and its three flips (4 runs per batch)")
     p.add_argument("--host", type=_host, default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 exposes it to the network)")
     p.add_argument("--http-port", type=port_number, default=8000, help="HTTP port (default: %(default)s)")
     p.add_argument("--grpc-port", type=port_number, default=8001, help="gRPC port (default: %(default)s)")
@@ -84,7 +86,7 @@ def _run(argv: List[str]) -> int:
 
     stub_workdir()  # a missing NumPy 1.x for the backend, or a busy port, is said before the model loads
     check_ports_free(args.host, {"--http-port": args.http_port, "--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port})
-    options = {}
+    options = {"tta": args.tta}
     if args.precision:
         options["precision"] = args.precision
     if args.model:
@@ -95,7 +97,8 @@ def _run(argv: List[str]) -> int:
                       threshold=args.threshold, verbose=args.verbose)
 
     def ready(server) -> None:
-        print(f"{predictor.source}: {predictor.runtime.value} {predictor.precision.value} on {predictor.device}", flush=True)
+        tta = "" if predictor.tta is TTA.NONE else f", TTA {predictor.tta.value}"
+        print(f"{predictor.source}: {predictor.runtime.value} {predictor.precision.value} on {predictor.device}{tta}", flush=True)
         print(f"serving model '{cfg.model_name}' on http://{cfg.host}:{cfg.http_port} (gRPC {cfg.host}:{cfg.grpc_port}, "
               f"metrics http://{cfg.host}:{cfg.metrics_port}/metrics); Ctrl-C to stop", flush=True)
         if server.log_file is not None:

@@ -17,14 +17,15 @@ import functools
 import numbers
 import threading
 from collections import abc
-from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
+from typing import Iterable, List, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import numpy as np
 
 from .._hashing import shown
 from ..data.transforms import check_image, logits_to_mask, logits_to_proba, preprocess_batch
+from ..data.tta import averaged_logits, check_tta
 from ..errors import InvalidInputError, PredictorClosedError
-from ..types import MAX_THREADS, InputSpec, Precision, PreprocessConfig, Runtime
+from ..types import MAX_THREADS, TTA, InputSpec, Precision, PreprocessConfig, Runtime
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -102,7 +103,7 @@ class BasePredictor:
 
     def __init__(self, input_spec: InputSpec, preprocess: PreprocessConfig, precision: Precision = Precision.FP32,
                  device: str = "cpu", threshold: float = DEFAULT_THRESHOLD, source: str = "",
-                 max_batch_size: Optional[int] = None) -> None:
+                 max_batch_size: Optional[int] = None, tta: Union[str, TTA, None] = TTA.NONE) -> None:
         spec_hw = tuple(input_spec.shape[2:])
         if len(input_spec.shape) != 4 or input_spec.shape[1] != 3:
             raise InvalidInputError(f"{source or 'model'}: expected a (N, 3, H, W) input, the model declares {list(input_spec.shape)}")
@@ -116,6 +117,7 @@ class BasePredictor:
         self._precision = Precision(precision)
         self._device = device
         self._threshold = _check_threshold(threshold)
+        self._tta = check_tta(tta)
         self._source = source
         static_n = input_spec.shape[0]
         self._static_batch = int(static_n) if isinstance(static_n, int) and static_n > 0 else None
@@ -150,6 +152,11 @@ class BasePredictor:
         return self._threshold
 
     @property
+    def tta(self) -> TTA:
+        """The test-time augmentation ``infer`` (and so every ``predict*``) applies."""
+        return self._tta
+
+    @property
     def source(self) -> str:
         return self._source
 
@@ -169,7 +176,8 @@ class BasePredictor:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else self._device
-        return f"{type(self).__name__}({self._source!r}, {self.runtime.value}, {self._precision.value}, {state}, input={list(self._spec.shape)})"
+        tta = "" if self._tta is TTA.NONE else f", tta={self._tta.value}"
+        return f"{type(self).__name__}({self._source!r}, {self.runtime.value}, {self._precision.value}, {state}, input={list(self._spec.shape)}{tta})"
 
     # -- raw inference ---------------------------------------------------------------------------------------------
     def _check_batch(self, batch: np.ndarray) -> None:
@@ -199,16 +207,19 @@ class BasePredictor:
             raise InvalidInputError(f"input {name!r}: batch of {n} exceeds this model's maximum of {self._max_batch}; predict_batch() splits automatically")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed NCHW float32 batch -> NCHW float32 logits (N, 1, H, W)."""
+        """Preprocessed NCHW float32 batch -> NCHW float32 logits (N, 1, H, W); with ``tta='flips'`` the mean over the
+        four flipped views (four backend calls)."""
         if self._closed:
             raise PredictorClosedError(f"{self.runtime.value} predictor for {self._source!r}: infer() after close()")
         self._check_batch(batch)
-        batch = np.ascontiguousarray(batch)
         with self._lock:
             if self._closed:  # closed by another thread while this one waited
                 raise PredictorClosedError(f"{self.runtime.value} predictor for {self._source!r}: infer() after close()")
-            out = self._infer(batch)
-        out = np.asarray(out)
+            return averaged_logits(self._run, batch, self._tta)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One backend call on a contiguous copy of ``batch`` (a flipped view is strided), its output checked."""
+        out = np.asarray(self._infer(np.ascontiguousarray(batch)))
         n = batch.shape[0]
         if out.ndim != 4 or out.shape[0] != n or out.shape[1] != 1:
             raise InvalidInputError(f"{self._source}: the model returned shape {list(out.shape)}; expected logits ({n}, 1, H, W)")

@@ -44,7 +44,7 @@ class CoreMLPredictor(BasePredictor):
 
     def __init__(self, path: Union[str, Path], preprocess: PreprocessConfig, input_spec: Optional[InputSpec] = None,
                  device: Optional[str] = None, precision: Union[str, Precision] = Precision.FP32,
-                 threshold: float = DEFAULT_THRESHOLD, compute_units: str = "all") -> None:
+                 threshold: float = DEFAULT_THRESHOLD, compute_units: str = "all", tta: str = "none") -> None:
         path = Path(path)
         problem = _platform_problem(path)  # first, and without coremltools: the answer on Linux is always "no"
         if problem:
@@ -75,7 +75,7 @@ class CoreMLPredictor(BasePredictor):
         self._compute_units = key
         spec = InputSpec(name=in_name, shape=shape, dtype="float32", output_name=out_name)
         super().__init__(spec, preprocess, precision=Precision(precision), device=f"coreml:{key}",
-                         threshold=threshold, source=str(path))
+                         threshold=threshold, tta=tta, source=str(path))
 
     @property
     def compute_units(self) -> str:

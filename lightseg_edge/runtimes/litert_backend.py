@@ -47,7 +47,7 @@ class LiteRTPredictor(BasePredictor):
 
     def __init__(self, path: Union[str, Path], preprocess: PreprocessConfig, input_spec: Optional[InputSpec] = None,
                  device: Optional[str] = None, precision: Union[str, Precision] = Precision.FP32,
-                 threshold: float = DEFAULT_THRESHOLD, threads: Optional[int] = None) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, threads: Optional[int] = None, tta: str = "none") -> None:
         if device not in (None, "cpu", "auto"):
             raise InvalidInputError(f"device {device!r} is not supported by the litert runtime; expected 'cpu' "
                                     f"(GPU/NPU delegates are not wired up)")
@@ -92,7 +92,7 @@ class LiteRTPredictor(BasePredictor):
         self._in_dtype = in_dtype
         self._threads = threads
         self._cur_batch = int(inp["shape"][0])
-        super().__init__(spec, preprocess, precision=Precision(precision), device="cpu", threshold=threshold,
+        super().__init__(spec, preprocess, precision=Precision(precision), device="cpu", threshold=threshold, tta=tta,
                          source=str(path))
 
     @property

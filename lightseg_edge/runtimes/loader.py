@@ -27,7 +27,8 @@ OpenVINO ``.xml``, LiteRT ``.tflite`` and Core ML ``.mlpackage`` files run on th
 (``runtimes.registry``, which names every runtime, alias, suffix and option); from an export folder, ``runtime=``
 picks that runtime's artifact at ``precision`` (``openvino-fp16``, ``tflite-int8``, ...).
 
-Options (keyword arguments): ``precision`` ('fp32' | 'fp16' | 'int8'), ``threshold``, ``preprocess``
+Options (keyword arguments): ``precision`` ('fp32' | 'fp16' | 'int8'), ``threshold``, ``tta`` ('none' | 'flips':
+the logits averaged over four flipped views, four runs per batch; ``types.TTA``), ``preprocess``
 (PreprocessConfig or its dict), ``input_spec`` (InputSpec or dict), ``model`` (registry name), ``verify`` (check
 artifact sha256 against the manifest, default True; False skips only the hashing of big artifacts, never the rule
 that every file a manifest names lies inside its folder); onnxruntime: ``providers``, ``threads``,
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
 from .._hashing import brief_repr, check_sha256, is_artifact, sha256_file, shown
+from ..data.tta import check_tta
 from ..errors import CheckpointError, InvalidInputError
 from ..manifest import (MANIFEST_NAME, Artifact, DeployManifest, ManifestError, find_manifest_for, read_deploy_manifest,
                         verify_artifact, weights_file)
@@ -142,12 +144,12 @@ def _file_predictor(spec: RuntimeSpec, path: Path, pre: PreprocessConfig, input_
                     precision: Precision, options: Dict[str, Any], **extra: Any) -> BasePredictor:
     """A predictor of any file runtime: its class takes (path, preprocess, input_spec, device, precision, threshold, and
     its own options from the registry row)."""
-    kw = {k: options[k] for k in spec.options | {"threshold"} if k in options}
+    kw = {k: options[k] for k in spec.options | {"threshold", "tta"} if k in options}
     return spec.predictor_class()(path, pre, input_spec=input_spec, device=device, precision=precision, **kw, **extra)
 
 
 def _torch_model(model: Any, pre: Optional[PreprocessConfig], device: Optional[str], options: Dict[str, Any], source: str) -> BasePredictor:
-    kw = {k: options[k] for k in PYTORCH.options | {"threshold"} if k in options}
+    kw = {k: options[k] for k in PYTORCH.options | {"threshold", "tta"} if k in options}
     prec = _precision(options.get("precision"), "fp32")
     return PYTORCH.predictor_class()(model, preprocess=pre, device=device, precision=prec.value, source=source, **kw)
 
@@ -356,6 +358,7 @@ def load_predictor(source: Source, runtime: Union[str, Runtime] = "auto", device
     ``'cuda:N'``. Any problem is a ``LightsegError`` whose message names the source and what was expected.
     """
     spec = _runtime(runtime)
+    check_tta(options.get("tta"))  # before any model file is read
     if device is not None and not isinstance(device, str):
         device = str(device)
     if not isinstance(source, (str, os.PathLike)):

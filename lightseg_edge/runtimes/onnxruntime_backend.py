@@ -91,7 +91,7 @@ class OnnxRuntimePredictor(BasePredictor):
                  device: Optional[str] = None, providers: Optional[Sequence[ProviderArg]] = None,
                  threads: Optional[int] = None, graph_optimization_level: str = "all",
                  precision: Union[str, Precision] = Precision.FP32, cache_dir: Optional[Union[str, Path]] = None,
-                 threshold: float = DEFAULT_THRESHOLD) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, tta: str = "none") -> None:
         ort = require("onnxruntime", purpose="the ONNX Runtime runtime")
         path = Path(path)
         if not path.is_file():
@@ -139,7 +139,7 @@ class OnnxRuntimePredictor(BasePredictor):
             _check_spec_matches(path, input_spec, graph_shape, inp.name)
         spec = InputSpec(name=inp.name, shape=graph_shape, dtype="float32", output_name=out.name)
         dev = "cpu" if names[0] == "CPUExecutionProvider" else names[0]
-        super().__init__(spec, preprocess, precision=Precision(precision), device=dev, threshold=threshold, source=str(path))
+        super().__init__(spec, preprocess, precision=Precision(precision), device=dev, threshold=threshold, tta=tta, source=str(path))
 
     @property
     def providers(self) -> List[str]:

@@ -106,7 +106,7 @@ class OpenVINOPredictor(BasePredictor):
     def __init__(self, path: Union[str, Path], preprocess: PreprocessConfig, input_spec: Optional[InputSpec] = None,
                  device: Optional[str] = None, precision: Union[str, Precision] = Precision.FP32,
                  threshold: float = DEFAULT_THRESHOLD, threads: Optional[int] = None, inference_precision: str = "f32",
-                 ov_device: Optional[str] = None, cache_dir: Optional[Union[str, Path]] = None) -> None:
+                 ov_device: Optional[str] = None, cache_dir: Optional[Union[str, Path]] = None, tta: str = "none") -> None:
         ov = require("openvino", extra="openvino", purpose="the OpenVINO runtime")
         path = Path(path)
         _check_ir_files(path)
@@ -141,7 +141,7 @@ class OpenVINOPredictor(BasePredictor):
         self._ov_version = ov.get_version()
         spec = InputSpec(name=in_name, shape=graph_shape, dtype="float32", output_name=_tensor_name(out, "logits"))
         dev = "cpu" if name.upper() == "CPU" else name
-        super().__init__(spec, preprocess, precision=Precision(precision), device=dev, threshold=threshold, source=str(path))
+        super().__init__(spec, preprocess, precision=Precision(precision), device=dev, threshold=threshold, tta=tta, source=str(path))
 
     @property
     def ov_device(self) -> str:

@@ -49,7 +49,7 @@ class PyTorchPredictor(BasePredictor):
 
     def __init__(self, model: Any, preprocess: Optional[PreprocessConfig] = None, device: Optional[str] = None,
                  precision: str = "fp32", cuda_graph: bool = False, threads: Optional[int] = None,
-                 threshold: float = DEFAULT_THRESHOLD, source: str = "") -> None:
+                 threshold: float = DEFAULT_THRESHOLD, source: str = "", tta: str = "none") -> None:
         torch = require("torch", purpose="the PyTorch runtime")
         self._torch = torch
         dev = resolve_torch_device(torch, device)
@@ -77,7 +77,7 @@ class PyTorchPredictor(BasePredictor):
         self._graph = None  # (shape, graph, static_in, static_out)
         h, w = preprocess.size
         spec = InputSpec(name="input", shape=(None, 3, int(h), int(w)))
-        super().__init__(spec, preprocess, precision=prec, device=str(dev), threshold=threshold,
+        super().__init__(spec, preprocess, precision=prec, device=str(dev), threshold=threshold, tta=tta,
                          source=source or getattr(model, "name", type(model).__name__))
 
     @property

@@ -18,7 +18,7 @@ from ..types import PRECISION_NAMES, Runtime
 
 CUDA_BINDINGS = ("cuda", "pycuda", "torch")  # any of them lets the TensorRT predictor own device memory
 # Options every runtime accepts (load_predictor keyword arguments).
-COMMON_OPTIONS = frozenset({"precision", "threshold", "preprocess", "input_spec", "model", "verify"})
+COMMON_OPTIONS = frozenset({"precision", "threshold", "tta", "preprocess", "input_spec", "model", "verify"})
 
 
 @dataclass(frozen=True)

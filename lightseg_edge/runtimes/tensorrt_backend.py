@@ -415,7 +415,7 @@ class TensorRTPredictor(BasePredictor):
                  device: Optional[str] = None, buffers: str = "auto", cuda_graph: bool = False,
                  precision: Union[str, Precision] = Precision.FP16, expected_sha256: Optional[str] = None,
                  built_with: Optional[Dict[str, Any]] = None, allow_host_code: bool = False,
-                 threshold: float = DEFAULT_THRESHOLD) -> None:
+                 threshold: float = DEFAULT_THRESHOLD, tta: str = "none") -> None:
         path = Path(path)
         self._source = str(path)  # error messages during set-up name the file (BasePredictor sets it again)
         data = read_engine_file(path, expected_sha256)  # before importing tensorrt: cheap, clear failures first
@@ -441,7 +441,7 @@ class TensorRTPredictor(BasePredictor):
                                                     None if self._engine_in_shape[2] < 0 else h,
                                                     None if self._engine_in_shape[3] < 0 else w),
                          dtype="float32", output_name=self._out_name)
-        super().__init__(spec, preprocess, precision=Precision(precision), device=f"cuda:{index}", threshold=threshold,
+        super().__init__(spec, preprocess, precision=Precision(precision), device=f"cuda:{index}", threshold=threshold, tta=tta,
                          source=str(path), max_batch_size=self._in_shape_max[0])
 
     def _setup(self, trt: Any, data: bytes, path: Path, preprocess: PreprocessConfig, input_spec: Optional[InputSpec],

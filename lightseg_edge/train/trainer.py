@@ -19,12 +19,13 @@ from .._atomic import check_output_dir, make_dir, remove_stale_temporaries, writ
 from ..data.augment import Augmentation
 from ..data.dataset import EpochShuffle, SegmentationDataset, subset
 from ..data.layouts import Sample, describe_data, detect_layout, list_samples
+from ..data.tta import averaged_logits
 from ..errors import CheckpointError, LightsegError
 from ..export.config import check_img_size
 from .._hashing import brief_repr, path_argument, sha256_file
 from ..models import create_model, get_model_config
 from ..models._weights import fit_summary, load_weights, pretrained_path
-from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, PreprocessConfig, TrainPrecision
+from ..types import MAX_BATCH, MAX_SEED, MAX_THREADS, MAX_WORKERS, TTA, PreprocessConfig, TrainPrecision
 from .checkpoint import load_checkpoint, save_checkpoint
 from .device import autocast, keep_dilated_convs_fp32, resolve_device, resolve_precision
 from .ema import WeightEMA, check_decay
@@ -107,21 +108,24 @@ def _preprocess_for(cfg: TrainConfig) -> PreprocessConfig:
 
 
 @torch.no_grad()
-def predict_masks(model, loader, threshold: float = 0.5, device: Optional[torch.device] = None, precision: TrainPrecision = TrainPrecision.FP32):
-    """Yield (predicted mask, ground truth) pairs at the network's resolution, thresholding sigmoid >= 0.5."""
+def predict_masks(model, loader, threshold: float = 0.5, device: Optional[torch.device] = None, precision: TrainPrecision = TrainPrecision.FP32,
+                  tta: TTA = TTA.NONE):
+    """Yield (predicted mask, ground truth) pairs at the network's resolution, thresholding sigmoid >= ``threshold``
+    (the logits averaged over ``tta``'s views first)."""
     model.eval()
     device = device or torch.device("cpu")
     for x, y in loader:
         with autocast(device, precision):
-            logits = model(x.to(device, non_blocking=True))
+            logits = averaged_logits(model, x.to(device, non_blocking=True), tta, flip=torch.flip)
         pred = (torch.sigmoid(logits.float()) >= threshold).cpu().numpy()[:, 0]
         yield from zip(pred, y.numpy()[:, 0] > 0.5)
 
 
-def evaluate_model(model, loader, threshold: float = 0.5, device: Optional[torch.device] = None, precision: TrainPrecision = TrainPrecision.FP32) -> Dict[str, float]:
+def evaluate_model(model, loader, threshold: float = 0.5, device: Optional[torch.device] = None, precision: TrainPrecision = TrainPrecision.FP32,
+                   tta: TTA = TTA.NONE) -> Dict[str, float]:
     """Metrics at the network's resolution, as the papers evaluate."""
     acc = MetricAccumulator()
-    for p, g in predict_masks(model, loader, threshold, device, precision):
+    for p, g in predict_masks(model, loader, threshold, device, precision, tta):
         acc.update(p, g)
     return acc.compute()
 

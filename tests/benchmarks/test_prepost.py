@@ -3,22 +3,14 @@ earlier wide band give the same masks, and writes its JSON and Markdown with the
 themselves are not asserted)."""
 
 import json
-import runpy
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "prepost.py"
 
 pytest.importorskip("onnxruntime")
 
 
-def test_prepost_script_writes_its_tables(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--models", "ucmnet", "--size", "320", "--rounds", "1", "--iters", "2", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    assert done.value.code == 0
+def test_prepost_script_writes_its_tables(tmp_path, run_script):
+    assert run_script("prepost", ["--models", "ucmnet", "--size", "320", "--rounds", "1", "--iters", "2", "--out", tmp_path]) == 0
     result = json.loads((tmp_path / "prepost.json").read_text())
     m = result["models"]["ucmnet"]
     assert m["masks_identical"] is True

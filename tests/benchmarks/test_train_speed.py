@@ -3,7 +3,6 @@ Markdown, and the page faults that show what keeping freed memory changes (times
 
 import json
 import runpy
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,10 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "train_speed.py"
 
 
-def test_train_speed_script_writes_its_tables(tmp_path, monkeypatch, sample_dir):
+def test_train_speed_script_writes_its_tables(tmp_path, run_script, sample_dir):
     variants = "fp32@128,fp32@128 malloc-default"
-    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--models", "malunet", "--variants", variants, "--rounds", "1", "--steps", "1",
-                                      "--threads", "1", "--data", str(sample_dir), "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(SCRIPT), run_name="__main__")
-    assert done.value.code == 0
+    assert run_script("train_speed", ["--models", "malunet", "--variants", variants, "--rounds", "1", "--steps", "1",
+                                      "--threads", "1", "--data", sample_dir, "--out", tmp_path]) == 0
     rows = json.loads((tmp_path / "train_speed.json").read_text())["models"]["malunet"]
     kept, default = rows["fp32@128"]["rounds"][0], rows["fp32@128 malloc-default"]["rounds"][0]
     for r in (kept, default):

@@ -111,18 +111,36 @@ def test_overlays_need_out(sample_dir, capsys):
     assert exc.value.code == 2 and "needs --out" in capsys.readouterr().err
 
 
+def _report(sample_dir, out, *flags) -> dict:
+    """metrics.json of lightseg-eval on every sample image with ``flags``."""
+    assert eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "all", *flags, "--out", str(out),
+                          "--threads", "1", "--no-progress"]) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
 def test_shift_is_applied_and_recorded(evaluated, sample_dir, tmp_path, capsys):
     _, plain, _ = evaluated
-    out = tmp_path / "dark"
-    assert eval_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "all", "--shift", "round-field", "--out", str(out),
-                          "--threads", "1", "--no-progress"]) == 0
+    report = _report(sample_dir, tmp_path, "--shift", "round-field")
     assert "shift: round-field (a dermoscope's round field of view" in capsys.readouterr().out
-    report = json.loads((out / "metrics.json").read_text())
     assert report["shift"] == "round-field" and report["metrics"]["images"] == plain["images"]
     assert report["metrics"]["mdice"] != plain["mdice"]  # the same images, seen through another dermoscope
 
 
-@pytest.mark.parametrize("argv, message", [(["--shift", "fog"], "invalid choice: 'fog'"),
+def test_flip_tta_is_recorded_and_scores_as_the_predictor_path(evaluated, sample_dir, tmp_path, capsys):
+    from lightseg_edge.bench.accuracy import evaluate, select_samples
+    from lightseg_edge.runtimes import load_predictor
+
+    _, plain, _ = evaluated
+    report = _report(sample_dir, tmp_path, "--tta", "flips")
+    assert ", TTA flips)" in capsys.readouterr().out
+    assert report["tta"] == "flips" and report["metrics"]["mdice"] != plain["mdice"]
+    # The same four views through the runtime layer's numpy path (a predictor's infer): the same score.
+    with load_predictor("ucmnet", device="cpu", tta="flips") as p:
+        via_predictor = evaluate(p, select_samples(str(sample_dir), None))
+    assert via_predictor.mdice == pytest.approx(report["metrics"]["mdice"], abs=1e-3)
+
+
+@pytest.mark.parametrize("argv, message", [(["--shift", "fog"], "invalid choice: 'fog'"), (["--tta", "d4"], "invalid choice: 'd4'"),
                                            (["--shift", "dark", "--out", "o", "--overlays", "worst"], "not with --shift")])
 def test_bad_shift_use_exits_2(sample_dir, argv, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:

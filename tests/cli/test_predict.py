@@ -70,6 +70,18 @@ def test_single_images_threshold_and_name_collisions(checkpoint, sample_dir, tmp
     assert not list(out.glob(".*"))  # no temporary files left behind
 
 
+def test_tta_masks_are_the_flip_averaging_predictors(checkpoint, sample_dir, tmp_path):
+    from lightseg_edge.runtimes import load_predictor
+
+    img = min((sample_dir / "images").iterdir())
+    assert main([str(checkpoint), str(img), "--out", str(tmp_path / "plain"), "--device", "cpu"]) == 0
+    assert main([str(checkpoint), str(img), "--out", str(tmp_path / "tta"), "--device", "cpu", "--tta", "flips"]) == 0
+    written = cv2.imread(str(tmp_path / "tta" / f"{img.stem}_mask.png"), cv2.IMREAD_UNCHANGED)
+    with load_predictor(checkpoint, device="cpu", tta="flips") as p:
+        np.testing.assert_array_equal(written, 255 * p.predict(read_image(img)))
+    assert (written != cv2.imread(str(tmp_path / "plain" / f"{img.stem}_mask.png"), cv2.IMREAD_UNCHANGED)).any()
+
+
 def test_video_prints_per_frame_latency(checkpoint, sample_dir, tmp_path, capsys):
     video = tmp_path / "clip.avi"
     frames = read_samples(sample_dir, 3)

@@ -36,28 +36,31 @@ def _ort_provider_or_skip(name: str) -> None:
         pytest.skip(f"{name} not in this onnxruntime build ({', '.join(ort.get_available_providers())}); needs onnxruntime-gpu")
 
 
+def _open(kind, checkpoint, export_dir, tmp_path_factory, **options):
+    """The predictor of adapter ``kind`` on the fixture model (``options`` as load_predictor takes them)."""
+    if kind == "pytorch-cpu":
+        return load_predictor(checkpoint, device="cpu", **options)
+    if kind == "pytorch-cuda":
+        return load_predictor(checkpoint, device="cuda", **options)
+    if kind == "onnxruntime-cpu":
+        return load_predictor(export_dir, runtime="onnxruntime", device="cpu", **options)
+    if kind == "onnxruntime-cuda":
+        _ort_provider_or_skip("CUDAExecutionProvider")
+        return load_predictor(export_dir, runtime="onnxruntime", device="cuda", **options)
+    if kind == "onnxruntime-tensorrt":
+        _ort_provider_or_skip("TensorrtExecutionProvider")
+        return load_predictor(export_dir, runtime="onnxruntime", providers=["tensorrt", "cuda", "cpu"],
+                              cache_dir=tmp_path_factory.mktemp("ort-trt-cache"), **options)
+    from runtime_helpers import build_trt_engine
+
+    plan = build_trt_engine(export_dir / "model.onnx", tmp_path_factory.mktemp("trt") / "model.plan")
+    return load_predictor(plan, preprocess=p_pre(export_dir), **options)
+
+
 @pytest.fixture(scope="module", params=ADAPTERS)
 def predictor(request, checkpoint, export_dir, tmp_path_factory):
-    kind = request.param
-    if kind == "pytorch-cpu":
-        p = load_predictor(checkpoint, device="cpu")
-    elif kind == "pytorch-cuda":
-        p = load_predictor(checkpoint, device="cuda")
-    elif kind == "onnxruntime-cpu":
-        p = load_predictor(export_dir, runtime="onnxruntime", device="cpu")
-    elif kind == "onnxruntime-cuda":
-        _ort_provider_or_skip("CUDAExecutionProvider")
-        p = load_predictor(export_dir, runtime="onnxruntime", device="cuda")
-    elif kind == "onnxruntime-tensorrt":
-        _ort_provider_or_skip("TensorrtExecutionProvider")
-        p = load_predictor(export_dir, runtime="onnxruntime", providers=["tensorrt", "cuda", "cpu"],
-                           cache_dir=tmp_path_factory.mktemp("ort-trt-cache"))
-    else:
-        from runtime_helpers import build_trt_engine
-
-        plan = build_trt_engine(export_dir / "model.onnx", tmp_path_factory.mktemp("trt") / "model.plan")
-        p = load_predictor(plan, preprocess=p_pre(export_dir))
-    p.kind = kind
+    p = _open(request.param, checkpoint, export_dir, tmp_path_factory)
+    p.kind = request.param
     yield p
     p.close()
 
@@ -128,6 +131,24 @@ def test_threshold(predictor, sample_images):
     np.testing.assert_array_equal(predictor.predict(im, threshold=t), (proba >= t).astype(np.uint8))
     with pytest.raises(InvalidInputError, match=r"threshold must be a probability in \[0, 1\]"):
         predictor.predict(im, threshold=1.5)
+
+
+def test_flip_tta_averages_the_flipped_views(predictor, sample_images, checkpoint, export_dir, tmp_path_factory):
+    from lightseg_edge.data.transforms import preprocess_batch
+    from lightseg_edge.types import TTA
+
+    x = preprocess_batch(sample_images[:2], predictor.preprocess_config)
+    expected = np.zeros((2, 1, 256, 256), np.float32)
+    for axes in ((), (3,), (2,), (2, 3)):
+        out = predictor.infer(np.ascontiguousarray(np.flip(x, axes)))
+        expected += (np.flip(out, axes) if axes else out) / 4
+    with _open(predictor.kind, checkpoint, export_dir, tmp_path_factory, tta="flips") as tta:
+        assert tta.tta is TTA.FLIPS and predictor.tta is TTA.NONE and "tta=flips" in repr(tta)
+        np.testing.assert_allclose(tta.infer(x), expected, atol=1e-5)
+        # The fixture model is not flip-symmetric: the average is not the plain output.
+        assert np.abs(expected - predictor.infer(x)).max() > 1e-3
+        im = sample_images[0]
+        np.testing.assert_array_equal(tta.predict(im), (tta.predict_proba(im) >= tta.threshold).astype(np.uint8))
 
 
 def _huge():

@@ -360,3 +360,10 @@ def test_folder_written_by_the_export_pipeline(checkpoint, sample_dir, sample_im
             assert p.precision.value == precision
             got = p.predict(sample_images[0])
             assert got.shape == want.shape and (got == want).mean() >= floor
+
+
+@pytest.mark.parametrize("runtime", ["auto", "onnxruntime", "pytorch"])
+def test_a_bad_tta_is_refused_before_the_model_loads(export_dir, runtime):
+    # The folder would load; the error is about tta alone, whichever runtime was asked for.
+    with pytest.raises(InvalidInputError, match=r"^tta='mirror': expected one of none, flips$"):
+        load_predictor(export_dir, runtime=runtime, tta="mirror")

@@ -48,7 +48,7 @@ def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     cmd = [sys.executable, "-m", "lightseg_edge.cli.serve", "ucmnet", "--runtime", "pytorch", "--device", "cpu",
            "--http-port", str(http_port), "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
-           "--max-batch-size", "8", "--queue-delay-us", "5000"]
+           "--max-batch-size", "8", "--queue-delay-us", "5000", "--tta", "flips"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=str(REPO), stdout=out, stderr=subprocess.STDOUT)
     url = f"127.0.0.1:{http_port}"
@@ -99,10 +99,16 @@ def _images(sample_dir):
 
 
 def test_masks_identical_to_local_predictor(server, sample_dir):
+    """The server runs with --tta flips: its masks are those of a local predictor with the same option (a plain one's
+    differ on these images, so an option lost on the way would show)."""
     from lightseg_edge.runtimes import load_predictor
 
     images = _images(sample_dir)
-    with load_predictor("ucmnet", runtime="pytorch", device="cpu") as local:
+    deadline = time.monotonic() + 30  # the start-up line may follow Triton's readiness by a moment
+    while "on cpu, TTA flips" not in server["log"].read_text(errors="replace"):
+        assert time.monotonic() < deadline, server["log"].read_text(errors="replace")[-2000:]
+        time.sleep(0.2)
+    with load_predictor("ucmnet", runtime="pytorch", device="cpu", tta="flips") as local:
         expected = [local.predict(im) for im in images]
         expected_proba = local.predict_proba(images[0])
     for im, want in zip(images, expected):  # one request at a time: every batch Triton forms has one image
@@ -189,7 +195,7 @@ def test_images_of_different_sizes_in_flight_together(server, sample_dir):
     base = _images(sample_dir)
     sizes = [(192, 192), (300, 200), (97, 151), (480, 640)]
     images = [cv2.resize(im, (w, h), interpolation=cv2.INTER_AREA) for im, (h, w) in zip(base, sizes * 2)]
-    with load_predictor("ucmnet", runtime="pytorch", device="cpu") as local:
+    with load_predictor("ucmnet", runtime="pytorch", device="cpu", tta="flips") as local:  # as the server runs
         expected = [local.predict(im) for im in images]
     results, errors = {}, []
 
