@@ -14,7 +14,7 @@ from .._atomic import check_output_dir
 from .._defaults import default_data_dir  # noqa: F401  (the CLIs' --data default)
 from .._hashing import shown
 from ..errors import LightsegError, OutputError
-from ..types import MAX_BATCH, MAX_INPUT_SIDE, MAX_SEED, MAX_THREADS, MAX_WORKERS
+from ..types import MAX_BATCH, MAX_INPUT_SIDE, MAX_SEED, MAX_THREADS, MAX_WORKERS, TTA
 
 
 MAX_LINE = 500
@@ -119,6 +119,12 @@ def probability(text: str) -> float:
     if value > 1:
         raise argparse.ArgumentTypeError(words)
     return value
+
+
+def add_tta_argument(p: argparse.ArgumentParser) -> None:
+    """``--tta``, as lightseg-predict, -eval and -serve take it (``types.TTA``)."""
+    p.add_argument("--tta", default=TTA.NONE.value, choices=[t.value for t in TTA],
+                   help="test-time augmentation: 'flips' averages the logits over the image and its three flips (4 network runs)")
 
 
 def _not_empty(text: str, what: str) -> None:

@@ -12,8 +12,8 @@ from typing import List, Optional, Tuple
 from .._progress import progress_bar
 from ..data.shifts import get_shift, shift_names
 from ..types import TTA
-from ._common import (batch_size, check_model, default_data_dir, existing_dir, existing_file, img_size, output_dir, positive_int, probability,
-                      run_cli, thread_count)
+from ._common import (add_tta_argument, batch_size, check_model, default_data_dir, existing_dir, existing_file, img_size, output_dir,
+                      positive_int, probability, run_cli, thread_count)
 
 
 DEFAULT_OVERLAYS = 20
@@ -47,8 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", default="none", choices=shift_names(),
                    help="evaluate under a fixed acquisition shift (darker, colour cast, blur, lower resolution, JPEG, "
                         "another scale, a round field of view): a robustness check on the same images")
-    p.add_argument("--tta", default="none", choices=[t.value for t in TTA],
-                   help="test-time augmentation: 'flips' averages the logits over the image and its three flips (4 passes)")
+    add_tta_argument(p)
     p.add_argument("--out", type=output_dir, help="write metrics.json, per_image.csv and overlays/ here")
     p.add_argument("--overlays", type=_overlay_spec, metavar="SPEC",
                    help=f"save overlays (with --out): 'worst' (the {DEFAULT_OVERLAYS} worst), 'worst:K', 'best:K', or K (K best and K worst)")

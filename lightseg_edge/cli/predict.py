@@ -18,8 +18,8 @@ from typing import Dict, Iterator, List, Optional, Set, Tuple
 from .._hashing import shown
 from .._progress import progress_bar
 from ..runtimes.registry import alias_table, known_suffixes, runtime_names
-from ..types import PRECISION_NAMES, TTA
-from ._common import batch_size, output_dir, positive_int, probability, run_cli
+from ..types import PRECISION_NAMES
+from ._common import add_tta_argument, batch_size, output_dir, positive_int, probability, run_cli
 
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
@@ -36,8 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=output_dir, default="predictions", help="output folder (default: %(default)s)")
     p.add_argument("--overlay", action="store_true", help="also write the image with the predicted lesion contour")
     p.add_argument("--threshold", type=probability, default=0.5, help="probability threshold for the mask (default: %(default)s)")
-    p.add_argument("--tta", default="none", choices=[t.value for t in TTA],
-                   help="test-time augmentation: 'flips' averages the logits over the image and its three flips (4 runs per image)")
+    add_tta_argument(p)
     p.add_argument("--batch-size", type=batch_size, default=8, help="images per inference call for image inputs")
     p.add_argument("--max-frames", type=positive_int, help="stop a video or camera after this many frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

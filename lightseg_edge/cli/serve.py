@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from ..runtimes.registry import alias_table, known_suffixes, runtime_names
 from ..types import PRECISION_NAMES, TTA
-from ._common import _number, non_negative_int, probability, run_cli
+from ._common import _number, add_tta_argument, non_negative_int, probability, run_cli
 
 port_number = _number(int, 0, False, "a port number in 1..65535", high=65535)
 serve_batch = _number(int, 0, False, "a positive integer up to 256", high=256)
@@ -46,8 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: the best available for the runtime)")
     p.add_argument("--model", help="registry model name, for checkpoints that do not record it")
     p.add_argument("--threshold", type=probability, help="probability threshold for MASK (default: the predictor's, 0.5)")
-    p.add_argument("--tta", default="none", choices=[t.value for t in TTA],
-                   help="test-time augmentation: 'flips' averages the logits over the image and its three flips (4 runs per batch)")
+    add_tta_argument(p)
     p.add_argument("--host", type=_host, default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 exposes it to the network)")
     p.add_argument("--http-port", type=port_number, default=8000, help="HTTP port (default: %(default)s)")
     p.add_argument("--grpc-port", type=port_number, default=8001, help="gRPC port (default: %(default)s)")
