@@ -7,8 +7,8 @@ project's splits, measured side by side on the same decoded images.
 Each model runs in PyTorch (fp32, eval mode) at its own input size, as ``lightseg-eval --tta flips`` does: the logits
 of the image and of its horizontal, vertical and double flip, flipped back and averaged, thresholded at 0.5. The cost
 is four network runs per image (``load_predictor(..., tta="flips")`` makes the same four calls; no time is measured
-here). Reported per model and split: mean Dice, the 5th percentile of the per-image Dice and the number of images
-below 0.5, plain and with the flips. ``val`` is where a choice would be made; ``test`` confirms it.
+here). Recorded per model and split, plain and with the flips: mean Dice and IoU, the 5th percentile of the per-image
+Dice and the number of images below 0.5 (the Markdown shows the mean Dice and that count). ``val`` is where a choice would be made; ``test`` confirms it.
 
 Writes ``tta.json`` and ``tta.md`` into ``--out``. Accuracy does not depend on the machine's load.
 """
