@@ -22,7 +22,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 TITLE = "# Accuracy under fixed acquisition shifts\n\n"
 
@@ -74,14 +74,14 @@ def evaluate(model_name: str, samples, shifts: List[str], batch_size: int) -> Di
     return {"weights": f"shipped:{sha256_file(pretrained_path(model_name))[:12]}", "shifts": per_shift}
 
 
-def _merged(result: Dict[str, Any], path: Path) -> Dict[str, Any]:
-    """``result`` with the models of the run in ``path`` that this run did not measure, when both measured alike."""
+def merged(result: Dict[str, Any], path: Path, same: Tuple[str, ...] = ("data", "split", "images", "shift_notes")) -> Dict[str, Any]:
+    """``result`` with the models of the run in ``path`` that this run did not measure, when both measured alike
+    (the same values under the keys ``same``)."""
     if not path.is_file():
         return result
     old = json.loads(path.read_text(encoding="utf-8"))
-    same = ("data", "split", "images", "shift_notes")
     if any(old.get(k) != result[k] for k in same):
-        raise SystemExit(f"error: --merge: {path} was measured on other data, split, images or shifts; drop --merge to replace it")
+        raise SystemExit(f"error: --merge: {path} was measured otherwise ({', '.join(same)}); drop --merge to replace it")
     return {**result, "models": {**old["models"], **result["models"]}}
 
 
@@ -144,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
               "models": {m: evaluate(m, samples, shifts, args.batch_size) for m in models}}
     out = Path(args.out)
     if args.merge:
-        result = _merged(result, out / "robustness.json")
+        result = merged(result, out / "robustness.json")
     write_results(out, "robustness", result, TITLE + markdown(result))
     return 0
 

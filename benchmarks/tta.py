@@ -2,7 +2,7 @@
 project's splits, measured side by side on the same decoded images.
 
     python benchmarks/tta.py --data ../shared/data/isic2018 [--splits val,test] [--models ucmnet,...] [--threads 2]
-                             [--out benchmarks/results]
+                             [--out benchmarks/results] [--merge]
 
 Each model runs in PyTorch (fp32, eval mode) at its own input size, as ``lightseg-eval --tta flips`` does: the logits
 of the image and of its horizontal, vertical and double flip, flipped back and averaged, thresholded at 0.5. The cost
@@ -36,6 +36,7 @@ def _parse(argv: Optional[List[str]]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench-results")
+    p.add_argument("--merge", action="store_true", help="keep the other models of an existing tta.json in --out (same data and splits)")
     return p.parse_args(argv)
 
 
@@ -85,7 +86,7 @@ def markdown(result: Dict[str, Any]) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parse(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from robustness import names_option, write_results
+    from robustness import merged, names_option, write_results
 
     if not args.data:
         raise SystemExit("error: no dataset: pass --data DIR or set LIGHTSEG_ISIC2018")
@@ -108,6 +109,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     result = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "data": Path(args.data).name, "splits": {s: len(v) for s, v in splits.items()},
               "models": {m: evaluate(m, splits, args.batch_size) for m in models}}
+    if args.merge:
+        result = merged(result, Path(args.out) / "tta.json", same=("data", "splits"))
     write_results(Path(args.out), "tta", result, TITLE + markdown(result))
     return 0
 

@@ -32,5 +32,5 @@ def test_merge_keeps_the_other_models_measured_alike(sample_dir, tmp_path, run_s
     assert run_script("robustness", base + ["--models", "egeunet", "--merge"]) == 0
     assert set(json.loads((tmp_path / "robustness.json").read_text())["models"]) == {"egeunet", "ucmnet"}
     code = run_script("robustness", base[:4] + ["--shifts", "blur", "--threads", "1", "--out", str(tmp_path), "--models", "egeunet", "--merge"])
-    assert "measured on other data, split, images or shifts" in str(code)
+    assert "was measured otherwise (data, split, images, shift_notes)" in str(code)
     assert "| dark |" in (tmp_path / "robustness.md").read_text()  # the refused run wrote nothing

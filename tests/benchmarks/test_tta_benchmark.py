@@ -25,3 +25,10 @@ def test_tta_script_matches_lightseg_eval(sample_dir, tmp_path, run_script):
 def test_unknown_split_is_refused(sample_dir, tmp_path, run_script):
     code = run_script("tta", ["--data", str(sample_dir), "--splits", "holdout", "--out", str(tmp_path)])
     assert "--splits: unknown holdout" in str(code) and not (tmp_path / "tta.json").exists()
+
+
+def test_merge_keeps_the_other_models(sample_dir, tmp_path, run_script):
+    base = ["--data", str(sample_dir), "--splits", "all", "--threads", "1", "--out", str(tmp_path)]
+    assert run_script("tta", base + ["--models", "ucmnet"]) == 0
+    assert run_script("tta", base + ["--models", "egeunet", "--merge"]) == 0
+    assert set(json.loads((tmp_path / "tta.json").read_text())["models"]) == {"egeunet", "ucmnet"}
