@@ -66,12 +66,12 @@ def evaluate(predictor: Any, samples: Sequence[Sample], data: str = "", split: s
                          split=split, data=str(data), resolution=hw)
 
 
-def _reference_key(r: BenchResult) -> Tuple[str, Optional[str], Optional[Tuple[int, int]]]:
-    return (r.model, r.weights, r.img_size)
+def _reference_key(r: BenchResult) -> Tuple[str, Optional[str], Optional[Tuple[int, int]], str]:
+    return (r.model, r.weights, r.img_size, r.tta)
 
 
 def add_deltas(results: Sequence[BenchResult]) -> List[BenchResult]:
-    """Fill ``delta_mdice``/``delta_miou`` against the fp32 PyTorch row of the same model, weights and input size."""
+    """Fill ``delta_mdice``/``delta_miou`` against the fp32 PyTorch row of the same model, weights, input size and TTA."""
     refs: Dict[Any, AccuracyStats] = {}
     for r in results:
         if r.ok and r.accuracy is not None and r.runtime == "pytorch" and r.precision == "fp32":

@@ -48,6 +48,7 @@ class Job:
     preprocess: Optional[Dict[str, Any]] = None  # explicit PreprocessConfig dict (bare files without a manifest)
     threads: Optional[int] = None
     device: Optional[str] = None
+    tta: str = "none"  # types.TTA value: the predictor's test-time augmentation
     timing: Dict[str, Any] = field(default_factory=lambda: TimingConfig().to_dict())
     memory_runs: int = DEFAULT_MEMORY_RUNS
     data: Optional[str] = None
@@ -99,7 +100,7 @@ def base_row(job: Job, batch: int, status: str, reason: Optional[str] = None, **
     size = (job.img_size, job.img_size) if job.img_size else None
     return BenchResult(
         model=job.model or os.path.basename(job.source), source=job.source, runtime=job.runtime, precision=job.precision, batch=int(batch),
-        status=status, reason=reason, img_size=kw.pop("img_size", size), threads=job.threads, weights=job.weights_label,
+        status=status, reason=reason, img_size=kw.pop("img_size", size), threads=job.threads, tta=job.tta, weights=job.weights_label,
         accuracy_note=job.accuracy_note, env=dict(job.env), timing=dict(job.timing), notes=kw.pop("notes", tuple(job.notes)), started=_now(), **kw,
     )
 
@@ -149,7 +150,7 @@ def load(job: Job) -> Tuple[Any, Dict[str, Any]]:
     """(predictor, facts) for ``job``; facts: size_bytes of what was loaded and the weights' in-memory size."""
     from ..runtimes import load_predictor
 
-    opts: Dict[str, Any] = {}
+    opts: Dict[str, Any] = {"tta": job.tta}
     pre = _preprocess_override(job)
     if pre is not None:
         opts["preprocess"] = pre

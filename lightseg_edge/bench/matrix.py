@@ -41,6 +41,7 @@ class BenchOptions:
     img_size: Optional[int] = None
     timing: TimingConfig = field(default_factory=TimingConfig)
     threads: Optional[int] = None
+    tta: str = "none"  # types.TTA value, for every predictor of the run
     data: Optional[str] = None
     split: str = "test"
     max_images: Optional[int] = None
@@ -79,7 +80,7 @@ def _say(progress: Progress, text: str) -> None:
 
 
 def _job(opts: BenchOptions, **kw: Any) -> Job:
-    base = dict(batches=tuple(opts.batches), img_size=opts.img_size, threads=opts.threads, device=opts.device,
+    base = dict(batches=tuple(opts.batches), img_size=opts.img_size, threads=opts.threads, tta=opts.tta, device=opts.device,
                 timing=opts.timing.to_dict(), memory_runs=opts.memory_runs, data=opts.data, split=opts.split,
                 max_images=opts.max_images, env=dict(opts.env))
     base.update(kw)

@@ -156,6 +156,7 @@ class BenchResult:
     img_size: Optional[Tuple[int, int]] = None
     device: Optional[str] = None
     threads: Optional[int] = None
+    tta: str = "none"  # types.TTA value; with "flips" latency, memory and accuracy include the four network runs
     weights: Optional[str] = None
     params: Optional[int] = None
     deploy_params: Optional[int] = None

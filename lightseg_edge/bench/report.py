@@ -116,7 +116,13 @@ def _row_notes(r: BenchResult) -> List[str]:
     """What a reader must know about a row: why it did not run, why it has no accuracy, why its latency is noise."""
     if not r.ok:
         return [r.reason or ""]
-    return [t for t in (r.noise, None if r.accuracy is not None else r.accuracy_note, _low_accuracy(r)) if t]
+    return [t for t in (_tta_note(r), r.noise, None if r.accuracy is not None else r.accuracy_note, _low_accuracy(r)) if t]
+
+
+def _tta_note(r: BenchResult) -> Optional[str]:
+    if r.tta == "none":
+        return None
+    return f"test-time augmentation '{r.tta}': latency, memory and mDice include its extra network runs (four per image for flips)"
 
 
 def _low_accuracy(r: BenchResult) -> Optional[str]:
@@ -235,7 +241,7 @@ def result_record(r: BenchResult) -> Dict[str, Any]:
     rec: Dict[str, Any] = {
         "model": r.model, "source": r.source, "runtime": r.runtime, "precision": r.precision, "batch": r.batch, "status": r.status,
         "reason": r.reason, "img_h": r.img_size[0] if r.img_size else None, "img_w": r.img_size[1] if r.img_size else None,
-        "device": r.device, "threads": r.threads, "weights": r.weights, "params": r.params, "deploy_params": r.deploy_params,
+        "device": r.device, "threads": r.threads, "tta": r.tta, "weights": r.weights, "params": r.params, "deploy_params": r.deploy_params,
         "macs": r.macs, "size_bytes": r.size_bytes,
     }
     rec.update(_flat("compute", r.latency.to_dict() if r.latency else None, lat_keys))

@@ -30,7 +30,7 @@ class ZooRow:
 
 
 def _latencies(path: Optional[Path]) -> Dict[str, float]:
-    """model -> p50 ms of its ``onnxruntime`` fp32 batch-1 row."""
+    """model -> p50 ms of its single-pass (no test-time augmentation) ``onnxruntime`` fp32 batch-1 row."""
     if path is None:
         return {}
     try:
@@ -40,7 +40,8 @@ def _latencies(path: Optional[Path]) -> Dict[str, float]:
     out = {}
     for r in rows:
         lat = r.get("latency") or {}
-        if (r.get("runtime"), r.get("precision"), r.get("batch"), r.get("status")) == ("onnxruntime", "fp32", 1, "ok") and lat.get("p50"):
+        key = (r.get("runtime"), r.get("precision"), r.get("batch"), r.get("status"), r.get("tta", "none"))
+        if key == ("onnxruntime", "fp32", 1, "ok", "none") and lat.get("p50"):
             out[r["model"]] = lat["p50"]
     return out
 

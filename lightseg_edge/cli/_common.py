@@ -122,7 +122,7 @@ def probability(text: str) -> float:
 
 
 def add_tta_argument(p: argparse.ArgumentParser) -> None:
-    """``--tta``, as lightseg-predict, -eval and -serve take it (``types.TTA``)."""
+    """``--tta``, as lightseg-predict, -eval, -serve and -bench take it (``types.TTA``)."""
     p.add_argument("--tta", default=TTA.NONE.value, choices=[t.value for t in TTA],
                    help="test-time augmentation: 'flips' averages the logits over the image and its three flips (4 network runs)")
 

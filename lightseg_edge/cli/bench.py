@@ -35,7 +35,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..runtimes.registry import alias_table, runtime_names
 from ..types import PRECISION_NAMES
-from ._common import choice_list, existing_dir, img_size, non_negative_int, positive_float, positive_int, positive_int_list, run_cli, thread_count
+from ._common import add_tta_argument, choice_list, existing_dir, img_size, non_negative_int, positive_float, positive_int, positive_int_list, run_cli, thread_count
 
 RUNTIME_CHOICES = runtime_names()
 PRECISION_CHOICES = PRECISION_NAMES
@@ -65,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="exactly N timed calls per loop (the memory loop then runs min(20, max(3, N)) inferences)")
     budget.add_argument("--min-time", type=positive_float, metavar="S",
                         help="timed calls until they sum to S seconds (and at least 10 calls); default 2")
+    add_tta_argument(p)
     p.add_argument("--threads", type=thread_count, metavar="N", help="CPU threads for PyTorch and ONNX Runtime (default: all usable cores)")
     p.add_argument("--data", type=existing_dir, metavar="DIR", help="dataset root: accuracy (mDice/mIoU) per runtime and precision, and real images as inputs")
     p.add_argument("--split", help=f"data split for accuracy (default {DEFAULT_SPLIT}; needs --data)")
@@ -204,13 +205,13 @@ def _run(argv: List[str]) -> int:
     # A quick run (--iters N) gets a memory loop of the same length: between 3 and the default 20 inferences.
     memory_runs = min(DEFAULT_MEMORY_RUNS, max(MIN_MEMORY_RUNS, args.iters)) if args.iters else DEFAULT_MEMORY_RUNS
     opts = BenchOptions(runtimes=runtimes, precisions=precisions, batches=args.batch, img_size=args.img_size, timing=timing,
-                        threads=threads, data=args.data, split=split, max_images=args.max_images, env=env_summary(env), memory_runs=memory_runs,
+                        threads=threads, tta=args.tta, data=args.data, split=split, max_images=args.max_images, env=env_summary(env), memory_runs=memory_runs,
                         gpu=bool((env.get("gpu") or {}).get("present")))
     kind, value = _source(args)
     settings = {
         "command": "lightseg-bench " + " ".join(argv), "source": kind, "value": value, "weights": args.weights,
         "runtimes": list(runtimes) if runtimes else None, "precisions": list(precisions) if precisions else None,
-        "batches": list(opts.batches), "img_size": args.img_size, "threads": threads, "timing": timing.to_dict(),
+        "batches": list(opts.batches), "img_size": args.img_size, "threads": threads, "tta": args.tta, "timing": timing.to_dict(),
         "timing_description": timing.describe(), "memory_runs": opts.memory_runs, "data": args.data, "split": split,
         "max_images": args.max_images, "process_per_job": True,
     }

@@ -54,17 +54,19 @@ def test_max_images_and_bad_split(sample_dir):
         select_samples(str(sample_dir), "nope")
 
 
-def _row(runtime, precision, mdice, weights="w.pt", model="ucmnet"):
+def _row(runtime, precision, mdice, weights="w.pt", model="ucmnet", tta="none"):
     acc = AccuracyStats(images=10, mdice=mdice, miou=mdice - 0.1, dice_star=mdice, iou_star=mdice, split="test", data="d", resolution=(256, 256))
     return BenchResult(model=model, source="s", runtime=runtime, precision=precision, batch=1, status="ok", img_size=(256, 256),
-                       weights=weights, accuracy=acc)
+                       weights=weights, accuracy=acc, tta=tta)
 
 
 def test_deltas_are_taken_against_fp32_pytorch_of_the_same_weights():
-    rows = add_deltas([_row("pytorch", "fp32", 0.80), _row("onnxruntime", "int8", 0.75), _row("onnxruntime", "int8", 0.70, weights="other.pt")])
+    rows = add_deltas([_row("pytorch", "fp32", 0.80), _row("onnxruntime", "int8", 0.75), _row("onnxruntime", "int8", 0.70, weights="other.pt"),
+                       _row("onnxruntime", "fp32", 0.81, tta="flips")])
     assert rows[0].accuracy.delta_mdice == 0.0
     assert rows[1].accuracy.delta_mdice == pytest.approx(-0.05) and rows[1].accuracy.reference == "pytorch fp32"
     assert rows[2].accuracy.delta_mdice is None  # no reference row for those weights
+    assert rows[3].accuracy.delta_mdice is None  # nor with test-time augmentation: its gain is not a runtime's error
 
 
 @pytest.mark.parametrize("runtime,precision,mdice,label", [

@@ -77,6 +77,26 @@ def test_quiet_shows_no_progress(sample_dir, capsys):
     assert not any(t in captured.err for t in ("data:", "[1/1]", "accuracy", "%|")), captured.err
 
 
+@pytest.mark.skipif(not _shipped("ucmnet"), reason="no shipped ucmnet weights in this checkout")
+def test_tta_rows_measure_the_augmented_predictor(sample_dir, tmp_path, capsys):
+    from lightseg_edge.bench.accuracy import evaluate, select_samples
+    from lightseg_edge.runtimes import load_predictor
+
+    paths, flags = _outputs(tmp_path)
+    assert main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "val", "--tta", "flips", "--iters", "2", "--warmup", "1",
+                 "--threads", "1"] + flags) == 0
+    out = capsys.readouterr().out
+    assert "test-time augmentation 'flips': latency, memory and mDice include" in out
+    report = _check_files(paths)
+    (row,) = report["results"]
+    assert row["tta"] == "flips" and report["settings"]["tta"] == "flips"
+    assert [r["tta"] for r in csv.DictReader(paths["csv"].open())] == ["flips"]
+    samples = select_samples(str(sample_dir), "val")
+    with load_predictor("ucmnet", runtime="pytorch", tta="flips") as flips, load_predictor("ucmnet", runtime="pytorch") as plain:
+        expected, single = evaluate(flips, samples).mdice, evaluate(plain, samples).mdice
+    assert row["accuracy"]["mdice"] == pytest.approx(expected, abs=1e-6) and expected != pytest.approx(single, abs=1e-6)
+
+
 def test_onnx_of_an_export(ucmnet_export, tmp_path, capsys):
     paths, flags = _outputs(tmp_path)
     code = main(["--onnx", str(ucmnet_export / "model.onnx"), "--batch", "1,2", "--iters", "3", "--warmup", "1", "--threads", "1"] + flags)
