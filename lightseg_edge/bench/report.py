@@ -113,16 +113,18 @@ def _result_cells(r: BenchResult, note_ref: str = "") -> List[str]:
 
 
 def _row_notes(r: BenchResult) -> List[str]:
-    """What a reader must know about a row: why it did not run, why it has no accuracy, why its latency is noise."""
+    """What a reader must know about a row: why it did not run, what it ran (test-time augmentation), why it has no
+    accuracy, why its latency is noise."""
     if not r.ok:
         return [r.reason or ""]
     return [t for t in (_tta_note(r), r.noise, None if r.accuracy is not None else r.accuracy_note, _low_accuracy(r)) if t]
 
 
 def _tta_note(r: BenchResult) -> Optional[str]:
-    if r.tta == "none":
-        return None
-    return f"test-time augmentation '{r.tta}': latency, memory and mDice include its extra network runs (four per image for flips)"
+    from ..data.tta import VIEWS, check_tta
+
+    views = len(VIEWS[check_tta(r.tta)])
+    return None if views == 1 else f"test-time augmentation '{r.tta}': {views} network runs per image, all in its latency, memory and mDice"
 
 
 def _low_accuracy(r: BenchResult) -> Optional[str]:

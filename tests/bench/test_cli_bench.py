@@ -86,7 +86,7 @@ def test_tta_rows_measure_the_augmented_predictor(sample_dir, tmp_path, capsys):
     assert main(["--model", "ucmnet", "--data", str(sample_dir), "--split", "val", "--tta", "flips", "--iters", "2", "--warmup", "1",
                  "--threads", "1"] + flags) == 0
     out = capsys.readouterr().out
-    assert "test-time augmentation 'flips': latency, memory and mDice include" in out
+    assert "test-time augmentation 'flips': 4 network runs per image, all in its latency" in out
     report = _check_files(paths)
     (row,) = report["results"]
     assert row["tta"] == "flips" and report["settings"]["tta"] == "flips"
