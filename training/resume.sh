@@ -71,8 +71,9 @@ run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 # (`ship --interpolate --select val-shifts`).
 # Epochs 1-2 (trained / EMA): val mDice 0.8823 / 0.8852, 0.8872 / 0.8854 (the shipped weights: 0.8895).
 # Epochs 3-26 (trained / EMA): the EMA passed the shipped weights from epoch 13 on (0.8898) and reached 0.8910 at
-# epochs 24 and 26 (best so far: epoch 26, 0.89101 vs 0.89095 at 24); the trained weights stayed at 0.871-0.888.
-run --model ucmnet --out training/ucmnet --epochs 50 --init-weights pretrained --augment dermoscope --ema 0.998
+# epochs 24 and 26; the trained weights stayed at 0.871-0.888. Epochs 27-50: both rose as the LR decayed; best val
+# epoch 44, the trained weights (0.8923; EMA 0.8918). Shipped with `ship --interpolate --select val-shifts` (alpha 1):
+# val 0.8923 vs 0.8895, mean over val and the 12 shifts 0.8833 vs 0.8804, test 0.8984 vs 0.8930. Finished.
 
 # LMSAUnet N=32 with the `dermoscope` augmentations, before LMSAUnet (N=8): its shipped weights, fine-tuned with
 # `robust` only, fail under a round field of view (test mean Dice 0.55, 182 of 514 images below 0.5;
