@@ -20,6 +20,7 @@ from .._atomic import write_text_atomic
 from .._hashing import sha256_file
 from ..cli._common import run_cli
 from .interpolate import DEFAULT_ALPHAS, Selection, choose, parse_alphas, run_start
+from .recipes import recipe_for
 
 
 def _loader(data: str, split: str, pre):
@@ -75,7 +76,15 @@ def refresh_metrics(model_name: str, data: str, dest: Path) -> dict:
 
 def _command(model_name: str, config: dict) -> str:
     """The lightseg-train line that reproduces the run (its init file named as the run recorded it, sha256 beside)."""
+    from .trainer import TrainConfig
+
     words = ["lightseg-train", "--model", model_name, "--data", "DATA", "--epochs", str(config.get("epochs"))]
+    recipe = recipe_for(model_name)
+    for flag, key, default in (("--batch-size", "batch_size", recipe.batch_size), ("--lr", "lr", recipe.lr), ("--img-size", "img_size", None),
+                               ("--seed", "seed", TrainConfig.__dataclass_fields__["seed"].default),
+                               ("--max-train-images", "max_train_images", None), ("--max-val-images", "max_val_images", None)):
+        if config.get(key, default) != default:  # the run departed from the recipe or the CLI's default here
+            words += [flag, str(config[key])]
     if config.get("precision", "fp32") != "fp32":
         words += ["--precision", config["precision"]]
     if config.get("low_res_epochs"):

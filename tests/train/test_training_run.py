@@ -188,7 +188,11 @@ def test_fine_tuning_starts_from_the_given_weights_and_records_them(sample_dir, 
     for k, v in shipped.items():  # an LR of 1e-12 leaves the weights where they started
         torch.testing.assert_close(ck["model"][k], v, rtol=0, atol=1e-6, msg=k)
     assert ck["config"]["init_sha256"] == sha256_file(pretrained_path("ucmnet"))
-    assert "--init-weights ucmnet.safetensors" in _command("ucmnet", ck["config"])
+    command = _command("ucmnet", ck["config"])
+    assert "--init-weights ucmnet.safetensors" in command
+    for given in ("--img-size 128", "--batch-size 2", "--lr 1e-12", "--max-train-images 2", "--max-val-images 2"):
+        assert given in command  # every departure from the recipe, so the line reproduces the run
+    assert "--seed" not in command
 
     assert train_cli.main(args + ["--out", str(tmp_path / "ft"), "--epochs", "2", "--resume"]) == 0  # no --init-weights now
     assert torch.load(tmp_path / "ft" / "last.pt", weights_only=True)["config"]["init_sha256"] == ck["config"]["init_sha256"]
