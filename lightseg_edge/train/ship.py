@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence
 from .._atomic import write_text_atomic
 from .._hashing import sha256_file
 from ..cli._common import run_cli
+from ..errors import LightsegError
 from .interpolate import DEFAULT_ALPHAS, Selection, choose, parse_alphas, run_start
 from .recipes import recipe_for
 
@@ -124,6 +125,9 @@ def ship(model_name: str, run: Path, data: str, dest: Path, notes: Sequence[str]
         val = _loader(data, "val", pre)
         state, interpolation = choose(model_name, run_start(model_name, best["config"], start), state, _shifted(val, selection), alphas,
                                       selection)
+        if interpolation.chosen == 0.0:  # shipping would only relabel the start's tensors with this run's card
+            raise LightsegError(f"{run}: the weights it started from ({interpolation.start}) score best on {selection.describe()} "
+                                f"(alpha 0): nothing shipped, {dest} unchanged")
     model = create_model(model_name)
     model.load_state_dict(state)
     dest.mkdir(parents=True, exist_ok=True)

@@ -100,3 +100,17 @@ def test_ship_selects_on_val_under_the_shifts(sample_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         ship_cli.main(["--model", "ucmnet", "--run", str(run), "--data", str(sample_dir), "--select", "val-shifts"])
     assert bad.value.code == 2 and "give --interpolate too" in capsys.readouterr().err
+
+
+def test_a_run_that_loses_to_its_start_is_not_shipped(sample_dir, tmp_path, capsys):
+    run = tmp_path / "worse"
+    assert train_cli.main(["--model", "ucmnet", "--data", str(sample_dir), "--out", str(run), "--img-size", "128", "--batch-size", "2",
+                           "--no-progress", "--threads", "1", "--epochs", "1", "--max-train-images", "2", "--init-weights", "pretrained",
+                           "--lr", "1"]) == 0  # one AdamW step at LR 1 moves every weight by about 1: far worse than the start
+    dest = tmp_path / "weights"
+    capsys.readouterr()
+    assert ship_cli.main(["--model", "ucmnet", "--run", str(run), "--data", str(sample_dir), "--dest", str(dest), "--interpolate", "0,1"]) == 2
+    captured = capsys.readouterr()
+    assert "interpolate: alpha 0.00" in captured.out
+    assert "the weights it started from (ucmnet.safetensors) score best on val mDice (alpha 0): nothing shipped" in captured.err
+    assert not dest.exists()
