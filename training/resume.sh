@@ -79,6 +79,7 @@ run() { lightseg-train --data "$DATA" --threads 2 --no-progress --resume "$@"; }
 # `robust` only, fail under a round field of view (test mean Dice 0.55, 182 of 514 images below 0.5;
 # benchmarks/results/robustness.md), far worse than N=8 (0.84). One 10-epoch cosine period at 256x256 from the
 # shipped weights with the weight average; ship with `ship --interpolate --select val-shifts` if it wins there.
+# Epochs 1-2 (trained / EMA): val mDice 0.8177 / 0.8324, 0.8139 / 0.8507 (the shipped weights: 0.8655).
 run --model lmsaunet_n32 --out training/lmsaunet_n32 --epochs 10 --precision auto --init-weights pretrained --augment dermoscope --ema 0.998
 
 # UCM-Net, a second fine-tune from the weights shipped on 2026-12-01 (val 0.8923, test 0.8984; bar 0.90 test mDice):
