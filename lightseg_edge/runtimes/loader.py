@@ -140,17 +140,25 @@ def _resolve_preprocess(path: Path, manifest_pre: Optional[PreprocessConfig], op
 # ---------------------------------------------------------------------------------------------------------------------
 # builders per runtime
 # ---------------------------------------------------------------------------------------------------------------------
+# The common options every predictor class takes as constructor keywords, beside its runtime's own.
+_PREDICTOR_KEYWORDS = frozenset({"threshold", "tta"})
+
+
+def _predictor_kwargs(spec: RuntimeSpec, options: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: options[k] for k in spec.options | _PREDICTOR_KEYWORDS if k in options}
+
+
 def _file_predictor(spec: RuntimeSpec, path: Path, pre: PreprocessConfig, input_spec: Optional[InputSpec], device: Optional[str],
                     precision: Precision, options: Dict[str, Any], **extra: Any) -> BasePredictor:
-    """A predictor of any file runtime: its class takes (path, preprocess, input_spec, device, precision, threshold, and
+    """A predictor of any file runtime: its class takes (path, preprocess, input_spec, device, precision, threshold, tta and
     its own options from the registry row)."""
-    kw = {k: options[k] for k in spec.options | {"threshold", "tta"} if k in options}
+    kw = _predictor_kwargs(spec, options)
     return spec.predictor_class()(path, pre, input_spec=input_spec, device=device, precision=precision, **kw, **extra)
 
 
 def _torch_model(model: Any, pre: Optional[PreprocessConfig], device: Optional[str], options: Dict[str, Any], source: str) -> BasePredictor:
-    kw = {k: options[k] for k in PYTORCH.options | {"threshold", "tta"} if k in options}
     prec = _precision(options.get("precision"), "fp32")
+    kw = _predictor_kwargs(PYTORCH, options)
     return PYTORCH.predictor_class()(model, preprocess=pre, device=device, precision=prec.value, source=source, **kw)
 
 

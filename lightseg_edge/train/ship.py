@@ -81,11 +81,11 @@ def _command(model_name: str, config: dict) -> str:
 
     words = ["lightseg-train", "--model", model_name, "--data", "DATA", "--epochs", str(config.get("epochs"))]
     recipe = recipe_for(model_name)
-    for flag, key, default in (("--batch-size", "batch_size", recipe.batch_size), ("--lr", "lr", recipe.lr), ("--img-size", "img_size", None),
-                               ("--seed", "seed", TrainConfig.__dataclass_fields__["seed"].default),
-                               ("--max-train-images", "max_train_images", None), ("--max-val-images", "max_val_images", None)):
+    defaults = {"batch_size": recipe.batch_size, "lr": recipe.lr}  # the others: TrainConfig's (the CLI's) defaults
+    for key in ("batch_size", "lr", "img_size", "seed", "max_train_images", "max_val_images"):
+        default = defaults.get(key, getattr(TrainConfig, key))
         if config.get(key, default) != default:  # the run departed from the recipe or the CLI's default here
-            words += [flag, str(config[key])]
+            words += ["--" + key.replace("_", "-"), str(config[key])]
     if config.get("precision", "fp32") != "fp32":
         words += ["--precision", config["precision"]]
     if config.get("low_res_epochs"):
